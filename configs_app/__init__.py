@@ -1,0 +1,1 @@
+"""Durable experiment configs: versioned append-only templates and immutable run configs."""

@@ -1,0 +1,1 @@
+"""Runs, stages, LLM transport (requests, batches, providers, simulator, tick) and judging."""

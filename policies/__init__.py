@@ -1,0 +1,1 @@
+"""Scoped policies (rate limits, budgets, retries), the precedence resolver and the limiter."""
