@@ -15,9 +15,13 @@ Provider = Literal["openai", "anthropic"]
 
 
 class ModelInfo(BaseModel):
-    """One registry entry. Prices are USD per 1M tokens at standard (non-batch) rates."""
+    """One registry entry. Prices are USD per 1M tokens at standard (non-batch) rates.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict because specs may carry entries (``models:``) and a quoted price or ``"yes"`` for
+    ``batchable`` is an authoring mistake, not something to coerce.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     provider: Provider
     provider_model: str = Field(min_length=1)
