@@ -44,6 +44,7 @@ app.conf.task_routes = {
     "orchestration.batch_poll": {"queue": Queue.PROVIDER_IO.value},
     "orchestration.direct_calls": {"queue": Queue.PROVIDER_IO.value},
     "orchestration.batch_finalize": {"queue": Queue.APPLY.value},
+    "orchestration.batch_cancel": {"queue": Queue.PROVIDER_IO.value},
     "evidence.*": {"queue": Queue.PROVIDER_IO.value},
 }
 

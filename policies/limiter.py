@@ -550,7 +550,7 @@ class RedisLimiter(Limiter):
         self._url = url
         self._prefix = prefix
         # The pool sets decode_responses=True, which the stubs cannot see through a pool.
-        self._client = cast("redis.Redis[str]", redis.Redis(connection_pool=_pool(url)))
+        self._client = redis.Redis(connection_pool=_pool(url))
         self._reserve = self._client.register_script(_LUA_RESERVE)
         self._settle = self._client.register_script(_LUA_SETTLE)
         self._release = self._client.register_script(_LUA_RELEASE)

@@ -1,0 +1,55 @@
+"""Orchestration state. Postgres is the truth; Celery messages are hints (ARCHITECTURE.md 3)."""
+
+from orchestration.models.events import RunEvent
+from orchestration.models.judging import (
+    ACTIVE_RUN_STATUSES,
+    STAGE_ORDER,
+    TERMINAL_RUN_STATUSES,
+    Experiment,
+    Rubric,
+    RubricCritic,
+    Run,
+    RunStatus,
+    Sample,
+    Score,
+    ScoreCritic,
+    ScoreTarget,
+    ScoreTargetItem,
+    Stage,
+)
+from orchestration.models.transport import (
+    BatchStatus,
+    LlmBatch,
+    LlmRequest,
+    PromptTemplate,
+    RequestStatus,
+    Route,
+    SchedulerLock,
+    TransportHold,
+)
+
+__all__ = [
+    "ACTIVE_RUN_STATUSES",
+    "STAGE_ORDER",
+    "TERMINAL_RUN_STATUSES",
+    "BatchStatus",
+    "Experiment",
+    "LlmBatch",
+    "LlmRequest",
+    "PromptTemplate",
+    "RequestStatus",
+    "Route",
+    "Rubric",
+    "RubricCritic",
+    "Run",
+    "RunEvent",
+    "RunStatus",
+    "Sample",
+    "SchedulerLock",
+    "Score",
+    "ScoreCritic",
+    "ScoreTarget",
+    "ScoreTargetItem",
+    "Stage",
+    "TransportHold",
+]

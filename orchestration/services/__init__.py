@@ -1,0 +1,1 @@
+"""Judging services (writes): starting runs, advancing stages, control, result handlers."""

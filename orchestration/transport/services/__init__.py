@@ -1,0 +1,1 @@
+"""Transport services: enqueue, routing, batches, direct calls, apply, the tick."""

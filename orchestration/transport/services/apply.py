@@ -1,0 +1,374 @@
+"""Apply provider outcomes to attempt rows, in bulk, idempotently (ARCHITECTURE.md 4-5).
+
+One chunk (up to ~1,000 rows) is one transaction:
+
+1. lock the chunk's attempt rows that are still ``in_flight`` for this batch/lease (rows that
+   were already applied, canceled, or never ours are skipped: redelivery and re-streaming a
+   result file are therefore harmless);
+2. hand successful outputs to the domain handlers (artifacts written with unique
+   constraints); collect their rejections (parse failures);
+3. mark succeeded/failed rows with one ``UPDATE ... FROM unnest`` (conditional on
+   ``status = 'in_flight'``);
+4. for each failed row, insert attempt ``n+1`` (``INSERT ... SELECT`` copying the prompt in
+   SQL, ``ON CONFLICT DO NOTHING``) with exponential backoff and jitter, or report the key as
+   exhausted when attempts are used up or the error is permanent;
+5. append failure events to the ledger in the same transaction, so it cannot disagree.
+
+Nothing here does network I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from orchestration.models import LlmRequest, RequestStatus, RunEvent
+from orchestration.transport import registry
+from orchestration.transport.providers.base import (
+    RETRYABLE_CLASSES,
+    ErrorClass,
+    ResultRow,
+    request_pk_from_custom_id,
+)
+from orchestration.transport.sql import update_from_rows
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKOFF_S = 60.0
+DEFAULT_JITTER = 0.2
+MAX_BACKOFF_S = 3600.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A request's outcome to apply; built from a provider ResultRow or a local failure."""
+
+    request_id: int
+    ok: bool
+    output_text: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error_class: str = ""
+    error_message: str = ""
+    retry_after: float | None = None
+    route_hint: str | None = None  # force the next attempt's route (batch -> direct fallback)
+
+
+@dataclass(slots=True)
+class ApplyStats:
+    applied: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    exhausted: int = 0
+    skipped: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    processes: set[str] = field(default_factory=set)
+
+    def merge(self, other: ApplyStats) -> None:
+        self.applied += other.applied
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        self.retried += other.retried
+        self.exhausted += other.exhausted
+        self.skipped += other.skipped
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        self.processes |= other.processes
+
+
+def outcome_from_row(row: ResultRow) -> Outcome | None:
+    request_id = request_pk_from_custom_id(row.custom_id)
+    if request_id is None:
+        return None
+    if row.ok:
+        return Outcome(
+            request_id=request_id,
+            ok=True,
+            output_text=row.output_text or "",
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+        )
+    return Outcome(
+        request_id=request_id,
+        ok=False,
+        output_text=row.raw,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        error_class=(row.error_class or ErrorClass.UNKNOWN).value,
+        error_message=row.error_message or "provider returned an error row",
+    )
+
+
+def backoff_seconds(
+    *, attempt_index: int, base: float, jitter: float, retry_after: float | None
+) -> float:
+    """Exponential backoff ``base * 2^(attempt-1)`` with +/- jitter, never below retry_after."""
+    delay = float(min(base * (2 ** max(attempt_index - 1, 0)), MAX_BACKOFF_S))
+    if jitter > 0:
+        delay *= 1 + random.uniform(-jitter, jitter)
+    if retry_after is not None:
+        delay = max(delay, float(retry_after))
+    return float(max(delay, 0.0))
+
+
+def _cost(params: dict[str, object], in_tok: int, out_tok: int, batch: bool) -> float:
+    try:
+        p_in = float(params.get("input_price_per_mtok", 0.0))  # type: ignore[arg-type]
+        p_out = float(params.get("output_price_per_mtok", 0.0))  # type: ignore[arg-type]
+        discount = float(params.get("batch_discount", 0.5))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    factor = (1.0 - discount) if batch else 1.0
+    return factor * (in_tok * p_in + out_tok * p_out) / 1_000_000
+
+
+def outcomes_apply(
+    *,
+    outcomes: Sequence[Outcome],
+    batch_id: int | None = None,
+    lease_owner: str | None = None,
+    task_id: str = "",
+) -> ApplyStats:
+    """Apply one chunk of outcomes in one transaction (see module docstring)."""
+    stats = ApplyStats()
+    if not outcomes:
+        return stats
+    by_id: dict[int, Outcome] = {}
+    for outcome in outcomes:
+        # Duplicate result rows for one id: the first wins (the rest are counted as skipped).
+        if outcome.request_id in by_id:
+            stats.skipped += 1
+            continue
+        by_id[outcome.request_id] = outcome
+    now = timezone.now()
+    with transaction.atomic():
+        qs = LlmRequest.objects.filter(pk__in=list(by_id), status=RequestStatus.IN_FLIGHT)
+        if batch_id is not None:
+            qs = qs.filter(batch_id=batch_id)
+        if lease_owner is not None:
+            qs = qs.filter(lease_owner=lease_owner)
+        rows = list(
+            qs.select_for_update().values_list(
+                "id",
+                "custom_key",
+                "attempt_index",
+                "process",
+                "stage",
+                "max_attempts",
+                "params",
+                "route",
+            )
+        )
+        stats.skipped += len(by_id) - len(rows)
+        meta = {r[0]: r for r in rows}
+
+        # 2. Domain handlers, grouped by key prefix, one call per prefix.
+        rejections: dict[int, registry.Rejection] = {}
+        groups: dict[str, list[registry.AppliedResult]] = defaultdict(list)
+        for rid, (_, key, attempt, process, stage, *_rest) in meta.items():
+            outcome = by_id[rid]
+            if outcome.ok:
+                groups[registry.key_prefix(key)].append(
+                    registry.AppliedResult(
+                        request_id=rid,
+                        custom_key=key,
+                        attempt_index=attempt,
+                        process=process,
+                        stage=stage,
+                        output_text=outcome.output_text or "",
+                    )
+                )
+        for results in groups.values():
+            handler = registry.handler_for(results[0].custom_key)
+            rejections.update(handler.apply(results))
+
+        # 3. Mark attempts.
+        updates: list[tuple[object, ...]] = []
+        failures: list[tuple[int, Outcome]] = []
+        for rid, (_, _key, _att, process, _stage, _max, params, route) in meta.items():
+            outcome = by_id[rid]
+            rejection = rejections.get(rid)
+            in_tok, out_tok = outcome.input_tokens, outcome.output_tokens
+            cost = _cost(params or {}, in_tok, out_tok, batch=route == "batch")
+            stats.input_tokens += in_tok
+            stats.output_tokens += out_tok
+            stats.cost_usd += cost
+            stats.processes.add(process)
+            if outcome.ok and rejection is None:
+                updates.append(
+                    (rid, "succeeded", outcome.output_text, in_tok, out_tok, cost, "", "", now)
+                )
+                stats.succeeded += 1
+            else:
+                if rejection is not None:
+                    outcome.error_class = rejection.error_class
+                    outcome.error_message = rejection.message
+                updates.append(
+                    (
+                        rid,
+                        "failed",
+                        outcome.output_text,
+                        in_tok,
+                        out_tok,
+                        cost,
+                        outcome.error_class or ErrorClass.UNKNOWN.value,
+                        outcome.error_message[:20000],
+                        now,
+                    )
+                )
+                failures.append((rid, outcome))
+                stats.failed += 1
+        update_from_rows(
+            table="orchestration_llmrequest",
+            columns=[
+                ("id", "bigint"),
+                ("status", "text"),
+                ("output_text", "text"),
+                ("input_tokens", "integer"),
+                ("output_tokens", "integer"),
+                ("cost_usd", "double precision"),
+                ("error_class", "text"),
+                ("error_message", "text"),
+                ("completed_at", "timestamptz"),
+            ],
+            rows=updates,
+            where="t.status = 'in_flight'",
+            returning_ids=False,
+        )
+        stats.applied = len(updates)
+
+        # 4. Retries and exhaustion.
+        retry_ids: list[int] = []
+        retry_due: list[datetime] = []
+        retry_hints: list[str | None] = []
+        exhausted: list[registry.ExhaustedKey] = []
+        events: list[RunEvent] = []
+        for rid, outcome in failures:
+            _, key, attempt, process, stage, max_attempts, params, _route = meta[rid]
+            retryable = outcome.error_class in {c.value for c in RETRYABLE_CLASSES}
+            if retryable and attempt < max_attempts:
+                p = params or {}
+                delay = backoff_seconds(
+                    attempt_index=attempt,
+                    base=float(p.get("backoff_s", DEFAULT_BACKOFF_S)),
+                    jitter=float(p.get("jitter", DEFAULT_JITTER)),
+                    retry_after=outcome.retry_after,
+                )
+                retry_ids.append(rid)
+                retry_due.append(now + timedelta(seconds=delay))
+                retry_hints.append(outcome.route_hint)
+                event_type = "request_retry_scheduled"
+            else:
+                exhausted.append(
+                    registry.ExhaustedKey(
+                        custom_key=key,
+                        process=process,
+                        stage=stage,
+                        error_class=outcome.error_class,
+                        message=outcome.error_message,
+                    )
+                )
+                event_type = "request_exhausted"
+            events.append(
+                RunEvent(
+                    process=process,
+                    stage=stage,
+                    event_type=event_type,
+                    custom_key=key,
+                    batch_id=batch_id,
+                    task_id=task_id,
+                    payload={
+                        "attempt": attempt,
+                        "error_class": outcome.error_class,
+                        "error": outcome.error_message[:500],
+                    },
+                )
+            )
+        if retry_ids:
+            stats.retried += requests_retry_insert(
+                ids=retry_ids, due=retry_due, route_hints=retry_hints
+            )
+        if exhausted:
+            stats.exhausted += len(exhausted)
+            by_prefix: dict[str, list[registry.ExhaustedKey]] = defaultdict(list)
+            for item in exhausted:
+                by_prefix[registry.key_prefix(item.custom_key)].append(item)
+            for items in by_prefix.values():
+                registry.handler_for(items[0].custom_key).exhausted(items)
+        if events:
+            RunEvent.objects.bulk_create(events, batch_size=1000)
+        processes = set(stats.processes)
+        transaction.on_commit(lambda: registry.notify_processes(processes))
+    return stats
+
+
+def requests_retry_insert(
+    *, ids: Sequence[int], due: Sequence[datetime], route_hints: Sequence[str | None]
+) -> int:
+    """Insert attempt n+1 for each failed attempt row in ``ids`` (copying prompts in SQL).
+
+    ``ON CONFLICT DO NOTHING`` makes a duplicate retry (a redelivered finalize) a no-op.
+    """
+    if not ids:
+        return 0
+    cols_copy = (
+        "custom_key, process, stage, provider, model, provider_model, system_prompt_id, "
+        "user_prompt, params, prompt_version, max_attempts, est_input_tokens, batchable"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO orchestration_llmrequest ({cols_copy}, attempt_index, status, "
+                "route_hint, error_class, error_message, next_attempt_at, created_at) "
+                f"SELECT {', '.join('r.' + c.strip() for c in cols_copy.split(','))}, "
+                "r.attempt_index + 1, 'pending', COALESCE(v.hint, r.route_hint), '', '', "
+                "v.due, now() FROM orchestration_llmrequest r "
+                "JOIN unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS v(id, due, hint) "
+                "ON r.id = v.id ON CONFLICT (custom_key, attempt_index) DO NOTHING",
+                [list(ids), list(due), list(route_hints)],
+            )
+            return int(cursor.rowcount)
+        inserted = 0
+        for rid, when, hint in zip(ids, due, route_hints, strict=True):
+            cursor.execute(
+                f"INSERT OR IGNORE INTO orchestration_llmrequest ({cols_copy}, attempt_index, "
+                "status, route_hint, error_class, error_message, next_attempt_at, created_at) "
+                f"SELECT {cols_copy}, attempt_index + 1, 'pending', COALESCE(%s, route_hint), "
+                "'', '', %s, %s FROM orchestration_llmrequest WHERE id = %s",
+                [hint, when, timezone.now(), rid],
+            )
+            inserted += cursor.rowcount
+        return inserted
+
+
+def local_failures(
+    *,
+    request_ids: Iterable[int],
+    error_class: ErrorClass,
+    message: str,
+    retry_after: float | None = None,
+    route_hint: str | None = None,
+) -> list[Outcome]:
+    """Outcomes for requests that failed without a provider row (batch failed, missing...)."""
+    return [
+        Outcome(
+            request_id=rid,
+            ok=False,
+            error_class=error_class.value,
+            error_message=message,
+            retry_after=retry_after,
+            route_hint=route_hint,
+        )
+        for rid in request_ids
+    ]
