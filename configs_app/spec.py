@@ -18,7 +18,6 @@ same hex digest everywhere.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -289,13 +288,17 @@ _SECRET_VALUE = re.compile(
 def _key_is_secret(key: str) -> bool:
     """Whether a field name names a credential, by whole words.
 
-    Why words, not substrings: ``max_output_tokens`` contains "token" but is not a secret;
-    ``apiKey``, ``api-key``, ``OPENAI_API_KEY`` and ``auth_token`` are.
+    Why words, not substrings: ``max_output_tokens`` and ``token_budget`` contain "token" but
+    are not secrets; ``apiKey``, ``api-key``, ``OPENAI_API_KEY`` and ``auth_token`` are.
     """
     words = [w for w in re.split(r"[_\-\s.]+", _CAMEL_BOUNDARY.sub("_", key).lower()) if w]
-    if _SECRET_WORDS.intersection(words):
+    if not words:
+        return False
+    # The *head* (last word) decides: ``auth_token`` and ``api_key`` name credentials, while
+    # ``token_budget`` or ``secret_rotation_days`` name a budget and a period.
+    if words[-1] in _SECRET_WORDS:
         return True
-    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+    return len(words) >= 2 and (words[-2], words[-1]) in _SECRET_PAIRS
 
 
 def _join(path: str, part: str | int) -> str:

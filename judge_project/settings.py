@@ -108,6 +108,9 @@ _broker_dir = VAR_DIR / "broker"
 if CELERY_BROKER_IS_FILESYSTEM:
     # kombu's filesystem transport: one directory of message files shared by every process;
     # no server needed, which is what the embedded default wants.
+    # The transport needs its folders to exist before the first publish or consume.
+    for _sub in ("out", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),

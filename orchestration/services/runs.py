@@ -190,7 +190,7 @@ def experiment_start(*, tag: str, pause_after: str | None = None) -> Run:
     try:
         with transaction.atomic():
             experiment = (
-                Experiment.objects.select_for_update()
+                Experiment.objects.select_for_update(of=("self",))
                 .select_related("template", "pool", "bundle_plan", "team")
                 .filter(tag=tag)
                 .first()
