@@ -157,6 +157,9 @@ FIRECRAWL_API_URL = env_str("FIRECRAWL_API_URL")
 JUDGE_SIMULATOR_URL = env_str("JUDGE_SIMULATOR_URL")
 JUDGE_PROVIDER_TIMEOUT_S = env_float("JUDGE_PROVIDER_TIMEOUT_S", 120.0, minimum=1.0)
 
+# --- Operator API ---------------------------------------------------------------------------
+JUDGE_API_TOKENS = env_list("JUDGE_API_TOKENS", [])
+
 # --- Logging ----------------------------------------------------------------------------------
 JUDGE_LOG_LEVEL = env_str("JUDGE_LOG_LEVEL", "INFO") or "INFO"
 JUDGE_LOG_FORMAT = env_str("JUDGE_LOG_FORMAT", "json") or "json"
