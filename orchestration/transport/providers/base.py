@@ -121,6 +121,9 @@ class BatchInfo:
     created_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # For FAILED/EXPIRED/CANCELED: how to classify the rows that got no result. QUOTA when the
+    # provider refused the batch for its enqueued-token limit (retry later, slowly), else BATCH.
+    error_class: ErrorClass | None = None
 
     @property
     def has_results(self) -> bool:
@@ -140,6 +143,27 @@ class ResultRow:
     error_class: ErrorClass | None = None
     error_message: str | None = None
     raw: str | None = None  # the raw line/body for forensics when not ok
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """What the last ``iter_results`` saw (``adapter.last_stream_stats``), for logs and events.
+
+    ``rows`` counts yielded rows (``ok + errors + malformed``). ``malformed`` lines were yielded
+    as ``MALFORMED`` rows because their custom_id could be recovered; ``unrecoverable`` lines
+    were skipped (their ids show up as missing). ``duplicates`` were later lines for a
+    custom_id already yielded (skipped: the first one wins). ``complete`` is False until the
+    stream ended normally (a cut download raises ``ProviderError(TIMEOUT)`` and leaves it False).
+    """
+
+    rows: int = 0
+    ok: int = 0
+    errors: int = 0
+    malformed: int = 0
+    unrecoverable: int = 0
+    duplicates: int = 0
+    lines: int = 0
+    complete: bool = False
 
 
 class ProviderAdapter(Protocol):
