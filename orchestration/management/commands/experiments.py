@@ -89,6 +89,11 @@ class Command(BaseCommand):
         cancel = sub.add_parser("cancel")
         cancel.add_argument("ref")
         sub.add_parser("list", help="list experiments and their latest run")
+        export = sub.add_parser("export", help="export a run: one row per score target")
+        export.add_argument("ref")
+        export.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
+        export.add_argument("--out", help="output path (default var/exports/<tag>-run<id>.<ext>)")
+        export.add_argument("--allow-incomplete", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -177,6 +182,19 @@ class Command(BaseCommand):
     def _cancel(self, o: dict[str, Any]) -> None:
         run = run_cancel(run_id=run_resolve(ref=o["ref"]).pk)
         self.stdout.write(f"run {run.pk} {run.status}")
+
+    def _export(self, o: dict[str, Any]) -> None:
+        from orchestration.export import run_export
+
+        run = run_resolve(ref=o["ref"])
+        result = run_export(
+            run=run,
+            fmt=o["format"],
+            path=o["out"],
+            allow_incomplete=o["allow_incomplete"],
+        )
+        self.stdout.write(f"exported {result.rows} rows to {result.path}")
+        self.stdout.write(f"manifest: {result.manifest_path}")
 
     def _list(self, o: dict[str, Any]) -> None:
         from orchestration.models import Experiment, Run
