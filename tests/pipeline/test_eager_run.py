@@ -63,9 +63,10 @@ def test_batch_route_both_providers(simulator, eager_celery, model) -> None:
     assert set(batches.values_list("status", flat=True)) == {"succeeded"}
     # Exactly one artifact per target and every request accounted for.
     assert Score.objects.filter(run=run).count() == progress.stage("score_gen").completed
-    assert sum(b.succeeded_count + b.failed_count for b in batches) == LlmRequest.objects.filter(
-        route="batch"
-    ).count()
+    assert (
+        sum(b.succeeded_count + b.failed_count for b in batches)
+        == LlmRequest.objects.filter(route="batch").count()
+    )
     submissions = simulator.submission_counts() if hasattr(simulator, "submission_counts") else None
     if submissions is not None:
         assert max(submissions.values()) == 1

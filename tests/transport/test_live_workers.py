@@ -6,7 +6,7 @@ import pytest
 from django.db.models import Count
 
 from orchestration.models import LlmBatch, LlmRequest
-from tests.live import flush_broker, live_procs, wait_for  # noqa: F401 - fixture
+from tests.live import flush_broker, wait_for
 from tests.transport.helpers import enqueue_bench, sim_get, unsettled
 
 pytestmark = pytest.mark.django_db(transaction=True)
