@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
+from django.urls import include, path
 
 
 def health(_request: HttpRequest) -> JsonResponse:
@@ -18,4 +18,6 @@ def health(_request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
+    # Operator JSON API (token auth; routes and shapes in orchestration/api.py).
+    path("api/v1/", include("orchestration.api", namespace="api")),
 ]

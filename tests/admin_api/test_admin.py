@@ -428,3 +428,19 @@ def test_bundle_plan_page_lists_items_read_only(admin_client: Client, pool: Pool
     assert len(formset.formset.forms) == 2
     assert not formset.has_add_permission
     assert not formset.has_delete_permission
+
+
+@pytest.mark.parametrize("model", [*RECORD_MODELS, Experiment, Evidence], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("term", ["exp1", "1", "run:1"])
+def test_search_accepts_text_and_numbers(
+    model: type[Any], term: str, admin_client: Client, run: Run, make_request: MakeRequest
+) -> None:
+    _populate(run, make_request)
+    assert admin_client.get(_url(model, "changelist"), {"q": term}).status_code == 200
+
+
+def test_run_list_filters(admin_client: Client, run: Run) -> None:
+    response = admin_client.get(_url(Run, "changelist"), {"status": "queued"})
+    assert list(response.context["cl"].result_list) == [run]
+    response = admin_client.get(_url(Run, "changelist"), {"current_stage": "score_gen"})
+    assert list(response.context["cl"].result_list) == []
