@@ -312,12 +312,11 @@ async def create_message(request: web.Request) -> web.StreamResponse:
             type_="rate_limit_error",
             retry_after=wait,
         )
-    seed = shapes.prompt_hash(model, system, user)
-    text = state.responder(model=model, system=system, user=user, seed=seed)
+    # Seed by the engine's request id when sent (see openai_api.chat_completions).
+    key = request.headers.get("x-judge-custom-id") or shapes.prompt_hash(model, system, user)
+    text = state.direct_text(provider=PROVIDER, model=model, system=system, user=user, seed=key)
     text, truncated = shapes.cap_output(text, max_tokens)
-    state.submissions.record(
-        request.headers.get("x-judge-custom-id") or seed, provider=PROVIDER, kind="direct"
-    )
+    state.submissions.record(key, provider=PROVIDER, kind="direct")
     state.note_direct()
     message_id = state.next_id("msg_")
     return json_response(

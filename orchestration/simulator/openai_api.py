@@ -458,10 +458,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             code="rate_limit_exceeded",
             retry_after=wait,
         )
-    seed = shapes.prompt_hash(model, system, user)
-    text = state.responder(model=model, system=system, user=user, seed=seed)
+    # Seed by the engine's request id when sent (each attempt differs, like batch rows);
+    # identical prompts from different samples must not get identical answers.
+    key = request.headers.get("x-judge-custom-id") or shapes.prompt_hash(model, system, user)
+    text = state.direct_text(provider=PROVIDER, model=model, system=system, user=user, seed=key)
     text, truncated = shapes.cap_output(text, max_tokens)
-    key = request.headers.get("x-judge-custom-id") or seed
     state.submissions.record(key, provider=PROVIDER, kind="direct")
     state.note_direct()
     completion_id = state.next_id("chatcmpl-")

@@ -233,6 +233,19 @@ class SimState:
 
     # --- limits ---------------------------------------------------------------------------
 
+    def direct_text(
+        self, *, provider: str, model: str, system: str | None, user: str, seed: str
+    ) -> str:
+        """A direct call's reply: the responder's text, or garbage under ``malformed_output``.
+
+        The row-level fault applies to direct calls too (op ``chat``/``messages``), so parse
+        failures can be exercised on both routes.
+        """
+        op = "chat" if provider == "openai" else "messages"
+        if self.faults.first_firing(frozenset({"malformed_output"}), provider, op, self.rng):
+            return garbage_text(seed)
+        return self.responder(model=model, system=system, user=user, seed=seed)
+
     def check_limits(
         self, *, provider: str, op: str, model: str, tokens: float
     ) -> tuple[float, FaultRule] | None:

@@ -87,6 +87,18 @@ class ApplyStats:
         self.processes |= other.processes
 
 
+def _clean_text(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; a provider that sends one must not break the apply."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
+
+
+def _sanitize(outcome: Outcome) -> None:
+    outcome.output_text = _clean_text(outcome.output_text)
+    outcome.error_message = _clean_text(outcome.error_message) or ""
+
+
 def outcome_from_row(row: ResultRow) -> Outcome | None:
     request_id = request_pk_from_custom_id(row.custom_id)
     if request_id is None:
@@ -146,6 +158,7 @@ def outcomes_apply(
         return stats
     by_id: dict[int, Outcome] = {}
     for outcome in outcomes:
+        _sanitize(outcome)
         # Duplicate result rows for one id: the first wins (the rest are counted as skipped).
         if outcome.request_id in by_id:
             stats.skipped += 1
