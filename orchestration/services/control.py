@@ -142,6 +142,13 @@ def run_cancel(*, run_id: int, reason: str = "canceled by operator") -> Run:
         run.save(update_fields=["status", "completed_at", "last_error", "updated_at"])
         _event(run, "run_canceled", {"requests_canceled": canceled, "reason": reason})
         # Batches with nothing left in flight for anyone: cancel at the provider.
+        # Shards never sent (queued) have nothing at the provider: close them here. A shard
+        # mid-submit is closed by batch_submit, which finds no member left in flight.
+        LlmBatch.objects.filter(status=BatchStatus.QUEUED, requests__process=run.process).exclude(
+            Exists(
+                LlmRequest.objects.filter(batch_id=OuterRef("pk"), status=RequestStatus.IN_FLIGHT)
+            )
+        ).update(status=BatchStatus.CANCELED, completed_at=now, last_error=reason)
         doomed = list(
             LlmBatch.objects.filter(
                 status=BatchStatus.RUNNING,

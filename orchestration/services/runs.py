@@ -38,6 +38,7 @@ from evidence.models import BundlePlan, BundlePlanItem, Evidence, Pool, PoolEvid
 from judge_project.prng import mulberry32, to_int32
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
+    STAGE_ORDER,
     Experiment,
     Run,
     RunEvent,
@@ -46,11 +47,13 @@ from orchestration.models import (
     ScoreTarget,
     ScoreTargetItem,
 )
-from orchestration.services.errors import ActiveRunExists, NotFound, StartRefused
+from orchestration.services.errors import ActiveRunExists, NotFound, ServiceError, StartRefused
 from policies.models import Team
 from policies.resolver import policy_resolve
 
 logger = logging.getLogger(__name__)
+
+STAGES = STAGE_ORDER
 
 _ADJECTIVES = (
     "amber", "brisk", "calm", "daring", "eager", "fair", "gentle", "hardy", "keen", "lucid",
@@ -61,7 +64,8 @@ _NOUNS = (
     "kestrel", "lagoon", "meadow", "nebula", "orchid", "prairie", "quarry", "river", "summit",
     "tundra", "willow",
 )  # fmt: skip
-_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+# A tag must contain a letter: an all-digit reference always means a run id.
+_TAG_RE = re.compile(r"^(?=[a-z0-9_-]*[a-z])[a-z0-9][a-z0-9_-]{0,99}$")
 
 
 def experiment_tag_generate() -> str:
@@ -82,7 +86,13 @@ def experiment_create(
     The pool defaults to the spec's ``evidence.pool_tag``; the bundle plan must belong to the
     same pool (as in the original's ``initExperiment``).
     """
-    template_id, version = template_ref_parse(template_ref)
+    try:
+        template_id, version = template_ref_parse(template_ref)
+    except ValueError as exc:
+        raise StartRefused(
+            f"bad template reference {template_ref!r}: {exc}",
+            fix="use template_id or template_id@version, e.g. demo-fascism@2",
+        ) from exc
     try:
         template = template_get(template_id=template_id, version=version)
     except ConfigTemplate.DoesNotExist as exc:
@@ -123,7 +133,8 @@ def experiment_create(
     if not _TAG_RE.match(tag):
         raise StartRefused(
             f"experiment tag {tag!r} is not a slug",
-            fix="use lowercase letters, digits, '-' and '_' (max 100 characters)",
+            fix="use lowercase letters, digits, '-' and '_' (max 100 characters, at least "
+            "one letter)",
         )
     try:
         with transaction.atomic():
@@ -152,7 +163,7 @@ def experiments_start(*, tags: Sequence[str], pause_after: str | None = None) ->
     for tag in tags:
         try:
             run = experiment_start(tag=tag, pause_after=pause_after)
-        except (NotFound, ActiveRunExists, StartRefused) as exc:
+        except ServiceError as exc:
             failed.append({"tag": tag, "error": exc.to_dict()})
         else:
             started.append({"tag": tag, "run_id": run.pk})
@@ -187,6 +198,10 @@ def resolve_run_policy(*, experiment: Experiment, spec: ExperimentSpec) -> dict[
 
 def experiment_start(*, tag: str, pause_after: str | None = None) -> Run:
     """Start one run of ``tag`` (see module docstring). Raises a :class:`ServiceError`."""
+    if pause_after is not None and pause_after not in STAGES:
+        raise StartRefused(
+            f"unknown pause_after stage {pause_after!r}", fix=f"use one of {', '.join(STAGES)}"
+        )
     try:
         with transaction.atomic():
             experiment = (
@@ -210,6 +225,8 @@ def experiment_start(*, tag: str, pause_after: str | None = None) -> Run:
                 )
             run = _start_locked(experiment, pause_after)
     except IntegrityError as exc:
+        if "one_active_run_per_experiment" not in str(exc):
+            raise
         # The partial unique index caught a concurrent start that bypassed the lock.
         raise ActiveRunExists(
             f"experiment {tag!r} already has an active run", fix="wait, pause or cancel it"

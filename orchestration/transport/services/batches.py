@@ -279,6 +279,15 @@ def batch_submit(*, batch_id: int) -> str:
     batch.refresh_from_db()
     adapter = get_adapter(batch.provider)
     policy = transport_policy(provider=batch.provider, model=batch.model)
+    if (
+        not recovering
+        and not LlmRequest.objects.filter(
+            batch_id=batch_id, status=RequestStatus.IN_FLIGHT
+        ).exists()
+    ):
+        # Every member was canceled while the shard waited: nothing to send.
+        _batch_close(batch, owner, BatchStatus.CANCELED, "not_submitted", "all members canceled")
+        return "empty_canceled"
     if recovering:
         custom_ids = frozenset(
             provider_custom_id(rid)
