@@ -109,12 +109,13 @@ if CELERY_BROKER_IS_FILESYSTEM:
     # kombu's filesystem transport: one directory of message files shared by every process;
     # no server needed, which is what the embedded default wants.
     # The transport needs its folders to exist before the first publish or consume.
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # fanout exchanges (default: ./control)
         "store_processed": False,
     }
 else:
