@@ -67,6 +67,15 @@ MAX_FINALIZE_ATTEMPTS = 5
 ROW_OVERHEAD_BYTES = 300  # JSONL envelope per request, for the byte limit
 
 
+def poll_delay(policy: TransportPolicy, polls_so_far: int) -> float:
+    """Seconds until the next poll: 1, 2, 4, ... capped at the policy's poll interval.
+
+    Small or fast batches are noticed within a second or two; long ones (hours at a real
+    provider) settle at one status call per poll interval, which is what costs nothing.
+    """
+    return float(min(policy.poll_interval_s, 2.0 ** max(polls_so_far, 0)))
+
+
 def _held_processes() -> Q:
     return Q(process__in=TransportHold.objects.values("process"))
 
@@ -332,7 +341,7 @@ def _mark_running(
             input_file_id=info.input_file_id,
             provider_status=info.raw_status,
             submitted_at=now,
-            next_poll_at=now + timedelta(seconds=min(policy.poll_interval_s, 5.0)),
+            next_poll_at=now + timedelta(seconds=poll_delay(policy, 0)),
             lease_owner=None,
             lease_expires_at=None,
             last_error="",
@@ -420,7 +429,7 @@ def batch_poll(*, batch_id: int, lease_owner: str) -> str:
     now = timezone.now()
     # Crash-loop guard: move next_poll_at forward before anything can raise.
     LlmBatch.objects.filter(pk=batch_id).update(
-        next_poll_at=now + timedelta(seconds=policy.poll_interval_s),
+        next_poll_at=now + timedelta(seconds=poll_delay(policy, batch.poll_count + 1)),
         poll_count=F("poll_count") + 1,
     )
     try:

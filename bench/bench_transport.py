@@ -1,0 +1,292 @@
+"""W1 (materialize requests) and W4 (batch mode end to end) with floor and naive baselines.
+
+Usage (PostgreSQL and Redis on loopback; uses the databases jg_bench / Redis db 9-10)::
+
+    uv run python bench/bench_transport.py --w1 100000 --w4 100000 --naive 2000
+
+Everything is measured in this one invocation on this machine, and reported as ratios:
+
+* **W1** ``llm_requests_enqueue`` of N attempt-1 rows (COPY -> INSERT ... ON CONFLICT) vs the
+  *floor*: a bare COPY of the same rows into an unindexed copy of the table.
+* **W4** N requests through shard -> upload -> poll -> download -> parse -> apply against the
+  instant simulator with one real worker (2 processes) and beat, vs the *floor* (COPY the
+  requests, COPY + ``UPDATE ... FROM`` the results, JSONL encode + parse of the payloads) and
+  vs *naive* (one Celery task per request: direct call + ORM save; run on a smaller N, rate
+  compared). Also provider calls per batch and the worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DB_NAME = "jg_bench"
+os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/10")
+os.environ.setdefault("JUDGE_REDIS_URL", "redis://127.0.0.1:6379/9")
+os.environ.setdefault("JUDGE_LOG_LEVEL", "WARNING")
+os.environ.setdefault("JUDGE_LOG_FORMAT", "text")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "judge_project.settings")
+
+
+def _recreate_db() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {DB_NAME}")
+
+
+_recreate_db()
+import django  # noqa: E402
+
+django.setup()
+
+import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+
+from orchestration.models import LlmBatch, LlmRequest  # noqa: E402
+from orchestration.processes import Processes, free_port  # noqa: E402
+from orchestration.transport.services.enqueue import (  # noqa: E402
+    RequestSpec,
+    _COLUMNS,
+    _row,
+    llm_requests_enqueue,
+)
+from tests.transport.helpers import sim_get  # noqa: E402
+
+
+def specs(n: int, start: int = 0) -> list[RequestSpec]:
+    return [
+        RequestSpec(
+            custom_key=f"bench:{i}",
+            process="bench:1",
+            stage="bench",
+            provider="openai",
+            model="gpt-4.1-mini",
+            provider_model="gpt-4.1-mini-2025-04-14",
+            system_prompt="You are a careful evaluator. Answer briefly.",
+            user_prompt=f"Evaluate item {i}: the committee met and adopted the agenda.",
+            max_output_tokens=64,
+            params={"backoff_s": 1.0, "jitter": 0.0},
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def truncate() -> None:
+    with connection.cursor() as c:
+        c.execute(
+            "TRUNCATE orchestration_llmrequest, orchestration_llmbatch, orchestration_runevent, "
+            "orchestration_schedulerlock CASCADE"
+        )
+
+
+def w1(n: int) -> dict[str, float]:
+    truncate()
+    chunk = 20_000
+    t0 = time.perf_counter()
+    for start in range(0, n, chunk):
+        llm_requests_enqueue(specs=specs(min(chunk, n - start), start))
+    engine_s = time.perf_counter() - t0
+    assert LlmRequest.objects.count() == n
+    # Floor: the same rows, COPY into an unindexed, constraint-free copy of the table.
+    from django.utils import timezone
+
+    with connection.cursor() as c:
+        c.execute("DROP TABLE IF EXISTS bench_floor")
+        c.execute(
+            "CREATE TABLE bench_floor (LIKE orchestration_llmrequest INCLUDING DEFAULTS "
+            "EXCLUDING IDENTITY)"
+        )
+        c.execute("ALTER TABLE bench_floor ALTER COLUMN id DROP NOT NULL")
+    now = timezone.now()
+    t0 = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as c:
+        for start in range(0, n, chunk):
+            rows = [_row(s, 1, now) for s in specs(min(chunk, n - start), start)]
+            with c.cursor.copy(f"COPY bench_floor ({', '.join(_COLUMNS)}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row([json.dumps(v) if isinstance(v, dict) else v for v in row])
+    floor_s = time.perf_counter() - t0
+    return {
+        "n": n,
+        "engine_s": engine_s,
+        "floor_s": floor_s,
+        "rows_per_s": n / engine_s,
+        "ratio_to_floor": engine_s / floor_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def w4_floor(n: int) -> float:
+    """COPY requests, COPY + UPDATE ... FROM results, JSONL encode/parse of the payloads."""
+    with connection.cursor() as c:
+        c.execute("DROP TABLE IF EXISTS bench_floor4")
+        c.execute("CREATE TABLE bench_floor4 (id bigint primary key, prompt text, output text)")
+        c.execute("CREATE TEMP TABLE bench_res (id bigint, output text)")
+    t0 = time.perf_counter()
+    lines = [
+        json.dumps({"custom_id": f"r{i}", "body": {"messages": [{"content": f"item {i}"}]}})
+        for i in range(n)
+    ]
+    results = [
+        json.dumps({"custom_id": f"r{i}", "response": {"body": {"choices": [{"message": {
+            "content": f"VERDICT: A {i}"}}]}}})
+        for i in range(n)
+    ]  # fmt: skip
+    parsed = [json.loads(line) for line in results]
+    _ = [json.loads(line) for line in lines]
+    with transaction.atomic(), connection.cursor() as c:
+        with c.cursor.copy("COPY bench_floor4 (id, prompt) FROM STDIN") as cp:
+            for i in range(n):
+                cp.write_row((i, f"item {i}"))
+    with transaction.atomic(), connection.cursor() as c:
+        with c.cursor.copy("COPY bench_res (id, output) FROM STDIN") as cp:
+            for i, p in enumerate(parsed):
+                cp.write_row((i, p["response"]["body"]["choices"][0]["message"]["content"]))
+        c.execute("UPDATE bench_floor4 f SET output = r.output FROM bench_res r WHERE f.id = r.id")
+    return time.perf_counter() - t0
+
+
+def rss_mb_of_group(procs: Processes, name: str) -> float:
+    """Peak RSS (VmHWM) summed over a child's process group."""
+    child = next(c for c in procs.children if c.name == name)
+    total = 0.0
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid_dir.name)) != child.popen.pid:
+                continue
+            for line in (pid_dir / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total = max(total, float(line.split()[1]) / 1024)
+        except (OSError, ProcessLookupError):
+            continue
+    return total
+
+
+def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, float]:
+    truncate()
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    redis.Redis.from_url(settings.JUDGE_REDIS_URL).flushdb()
+    port = free_port()
+    env = {**os.environ, "JUDGE_SIMULATOR_URL": f"http://127.0.0.1:{port}",
+           "JUDGE_TICK_SECONDS": "0.5"}  # fmt: skip
+    procs = Processes(env=env, log_dir=tmp / ("naive" if naive else "w4"))
+    try:
+        import tempfile
+
+        sim_dir = Path(tempfile.mkdtemp(prefix="sim-", dir=tmp))  # fresh: file ids are seeded
+        _, url = procs.simulator(port=port, data_dir=sim_dir)
+        settings.JUDGE_SIMULATOR_URL = url
+        chunk = 20_000
+        for start in range(0, n, chunk):
+            llm_requests_enqueue(specs=specs(min(chunk, n - start), start))
+        argv_extra = ["--include", "bench.naive"] if naive else []
+        worker = procs.worker(concurrency=2 if not naive else 8)
+        if argv_extra:
+            worker.stop()
+            procs.children.remove(worker)
+            procs.spawn(
+                "worker",
+                [sys.executable, "-m", "celery", "-A", "judge_project", "worker", "-Q",
+                 "control,provider_io,apply", "-c", "8", "-l", "WARNING", "--include",
+                 "bench.naive", "--without-gossip", "--without-mingle"],
+            )  # fmt: skip
+        t0 = time.perf_counter()
+        if naive:
+            from bench.naive import naive_call
+
+            ids = list(LlmRequest.objects.values_list("id", flat=True))
+            LlmRequest.objects.update(status="in_flight", route="direct")
+            for rid in ids:
+                naive_call.delay(rid)
+        else:
+            procs.beat()
+        while True:
+            left = LlmRequest.objects.exclude(status="succeeded").count()
+            if left == 0:
+                break
+            for c in procs.children:
+                if not c.alive():
+                    raise RuntimeError(f"{c.name} died:\n{c.tail()}")
+            time.sleep(0.2)
+        seconds = time.perf_counter() - t0
+        stats = sim_get(f"{url}/_sim/stats")
+        batches = LlmBatch.objects.count()
+        out = {"n": n, "seconds": seconds, "req_per_s": n / seconds, "batches": batches,
+               "worker_peak_rss_mb": rss_mb_of_group(procs, "worker"), "sim_stats": stats}  # fmt: skip
+        return out
+    finally:
+        procs.stop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--w1", type=int, default=100_000)
+    parser.add_argument("--w4", type=int, default=100_000)
+    parser.add_argument("--naive", type=int, default=2_000)
+    parser.add_argument("--tmp", default=str(ROOT / "var" / "bench"))
+    parser.add_argument(
+        "--max-batch-size", type=int, default=None, help="set the global policy's shard size"
+    )
+    parser.add_argument("--max-concurrent-batches", type=int, default=None)
+    args = parser.parse_args()
+    tmp = Path(args.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    call_command("migrate", verbosity=0)
+    from policies.models import Policy
+
+    changes = {
+        k: v
+        for k, v in {
+            "max_batch_size": args.max_batch_size,
+            "max_concurrent_batches": args.max_concurrent_batches,
+        }.items()
+        if v is not None
+    }
+    if changes:
+        Policy.objects.filter(scope="global").update(**changes)
+    glob = Policy.objects.get(scope="global")
+    print(f"policy: max_batch_size={glob.max_batch_size} "
+          f"max_concurrent_batches={glob.max_concurrent_batches}")  # fmt: skip
+    report: dict[str, object] = {}
+    if args.w1:
+        r = w1(args.w1)
+        report["W1"] = r
+        print(f"W1 materialize {r['n']:,} requests: {r['engine_s']:.2f} s "
+              f"({r['rows_per_s']:,.0f} rows/s), floor {r['floor_s']:.2f} s, "
+              f"ratio to floor {r['ratio_to_floor']:.2f}x, peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+    if args.w4:
+        e = run_engine(args.w4, naive=False, tmp=tmp)
+        floor = w4_floor(args.w4)
+        calls = e["sim_stats"]
+        report["W4"] = {**e, "floor_s": floor}
+        print(f"W4 batch end to end {e['n']:,} requests: {e['seconds']:.1f} s "
+              f"({e['req_per_s']:,.0f} req/s) in {e['batches']} batches; floor {floor:.2f} s "
+              f"-> ratio to floor {e['seconds'] / floor:.1f}x; worker peak RSS "
+              f"{e['worker_peak_rss_mb']:.0f} MB")  # fmt: skip
+        print(f"   simulator calls: {json.dumps(calls.get('calls', calls))[:400]}")
+        if args.naive:
+            nv = run_engine(args.naive, naive=True, tmp=tmp)
+            report["naive"] = nv
+            print(f"naive (1 task/request, N={nv['n']:,}): {nv['req_per_s']:,.0f} req/s -> "
+                  f"engine is {e['req_per_s'] / nv['req_per_s']:.1f}x faster per request")  # fmt: skip
+    out = tmp / "bench_transport.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"raw figures: {out}")
+
+
+if __name__ == "__main__":
+    main()
