@@ -24,6 +24,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,24 +46,24 @@ def _recreate_db() -> None:
 
 
 _recreate_db()
-import django  # noqa: E402
+import django
 
 django.setup()
 
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, transaction
 
-from orchestration.models import LlmBatch, LlmRequest  # noqa: E402
-from orchestration.processes import Processes, free_port  # noqa: E402
-from orchestration.transport.services.enqueue import (  # noqa: E402
-    RequestSpec,
+from orchestration.models import LlmBatch, LlmRequest
+from orchestration.processes import Processes, free_port
+from orchestration.transport.services.enqueue import (
     _COLUMNS,
+    RequestSpec,
     _row,
     llm_requests_enqueue,
 )
-from tests.transport.helpers import sim_get  # noqa: E402
+from tests.transport.helpers import sim_get
 
 
 def specs(n: int, start: int = 0) -> list[RequestSpec]:
@@ -176,10 +177,10 @@ def rss_mb_of_group(procs: Processes, name: str) -> float:
     return total
 
 
-def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, float]:
+def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
     truncate()
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    redis.Redis.from_url(settings.JUDGE_REDIS_URL).flushdb()
+    redis.Redis.from_url(str(settings.JUDGE_REDIS_URL)).flushdb()
     port = free_port()
     env = {**os.environ, "JUDGE_SIMULATOR_URL": f"http://127.0.0.1:{port}",
            "JUDGE_TICK_SECONDS": "0.5"}  # fmt: skip
@@ -271,7 +272,7 @@ def main() -> None:
     if args.w4:
         e = run_engine(args.w4, naive=False, tmp=tmp)
         floor = w4_floor(args.w4)
-        calls = e["sim_stats"]
+        calls: dict[str, object] = e["sim_stats"]  # type: ignore[assignment]
         report["W4"] = {**e, "floor_s": floor}
         print(f"W4 batch end to end {e['n']:,} requests: {e['seconds']:.1f} s "
               f"({e['req_per_s']:,.0f} req/s) in {e['batches']} batches; floor {floor:.2f} s "

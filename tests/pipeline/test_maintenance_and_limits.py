@@ -1,0 +1,48 @@
+"""The internal wipe, and rate limits held on direct calls."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from orchestration.models import LlmRequest, Run, Sample
+from orchestration.services.errors import InvalidState
+from orchestration.services.maintenance import run_wipe
+from orchestration.services.runs import experiment_start
+from policies.models import Policy
+from tests.pipeline.conftest import make_experiment
+from tests.pipeline.test_eager_run import drive
+from tests.transport.helpers import drive_transport, enqueue_bench
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_wipe_refuses_active_runs_and_removes_a_finished_one(simulator, eager_celery) -> None:
+    tag = make_experiment()
+    run = experiment_start(tag=tag)
+    with pytest.raises(InvalidState, match="cancel it first"):
+        run_wipe(run_id=run.pk)
+    run = drive(run.pk)
+    report = run_wipe(run_id=run.pk)
+    assert report.deleted["runs"] == 1
+    assert report.deleted["requests"] > 0
+    assert not Run.objects.filter(pk=run.pk).exists()
+    assert not Sample.objects.exists()
+    assert not LlmRequest.objects.exists()
+
+
+def test_direct_calls_respect_the_model_rpm(simulator, eager_celery) -> None:
+    Policy.objects.update_or_create(
+        scope="model", key="gpt-4.1-mini", defaults={"requests_per_minute": 600}
+    )
+    enqueue_bench(700, route_hint="direct")
+    drive_transport(timeout=120)
+    starts = sorted(LlmRequest.objects.values_list("started_at", flat=True))
+    assert len(starts) == 700
+    t0 = starts[0]
+    # Token bucket: at most capacity (600) plus the refill (10/s) in any prefix window.
+    for window_s in (1, 2, 5, 8):
+        in_window = sum(1 for s in starts if s - t0 <= timedelta(seconds=window_s))
+        assert in_window <= 600 + 10 * window_s + 8  # + one claim of direct_concurrency
+    assert (starts[-1] - t0).total_seconds() >= 8  # the last 100 waited for refill
