@@ -48,6 +48,10 @@ class Window(models.Model):
     target_stage = models.CharField(
         max_length=20, choices=EvidenceView.choices, default=EvidenceView.L3_ABSTRACTED
     )
+    # Search sandbox (evidence.search.sandbox): hosts evidence URLs may come from (empty = the
+    # default, any public https host) and the per-request search timeout (None = default).
+    allowed_domains = models.JSONField(default=list, blank=True)
+    search_timeout_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -73,11 +77,23 @@ class WindowRun(models.Model):
         max_length=20, choices=EvidenceView.choices, default=EvidenceView.L3_ABSTRACTED
     )
     resolved_policy = models.JSONField(default=dict)
-    dropped_count = models.PositiveIntegerField(default=0)
+    # Stages whose attempt-1 requests were inserted (advance materializes each stage once).
+    materialized_stages = models.JSONField(default=list, blank=True)
+    search_count = models.PositiveIntegerField(default=0)  # hits the provider returned
+    dropped_count = models.PositiveIntegerField(default=0)  # hits refused (fields/sandbox)
+    truncated_count = models.PositiveIntegerField(default=0)  # markdown cut at the size cap
     last_error = models.TextField(blank=True, default="")
+    # Collect claim: a conditional UPDATE takes the lease; an expired lease (worker killed
+    # mid-search) lets the reconciler re-drive collection.
+    collect_attempts = models.PositiveSmallIntegerField(default=0)
+    collect_lease_owner = models.CharField(max_length=100, null=True, blank=True)
+    collect_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    collected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    stage_started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
@@ -87,9 +103,22 @@ class WindowRun(models.Model):
                 name="one_active_window_run",
             ),
         ]
+        indexes = [
+            # The reconciler's scan of active window runs (partial: finished runs cost nothing).
+            models.Index(
+                fields=["status", "updated_at"],
+                name="windowrun_active",
+                condition=Q(status__in=["queued", "running"]),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"window run {self.pk} ({self.window_id})"
+
+    @property
+    def process(self) -> str:
+        """The transport process key (holds, progress, notifier routing)."""
+        return f"window:{self.pk}"
 
 
 class Evidence(models.Model):
@@ -99,13 +128,17 @@ class Evidence(models.Model):
     window = models.ForeignKey(Window, on_delete=models.PROTECT, related_name="evidence")
     title = models.CharField(max_length=1000)
     url = models.URLField(max_length=2000)
+    published = models.CharField(max_length=40, blank=True, default="")
     l0_raw = models.TextField()
+    l0_note = models.CharField(max_length=300, blank=True, default="")  # e.g. truncation
     l1_cleaned = models.TextField(null=True, blank=True)
     l2_neutralized = models.TextField(null=True, blank=True)
     l3_abstracted = models.TextField(null=True, blank=True)
     l1_request_id = models.BigIntegerField(null=True, blank=True)
     l2_request_id = models.BigIntegerField(null=True, blank=True)
     l3_request_id = models.BigIntegerField(null=True, blank=True)
+    # Set when the last attempt's output was kept despite a contract violation.
+    l1_length_note = models.CharField(max_length=300, blank=True, default="")
     l2_length_note = models.CharField(max_length=300, blank=True, default="")
     l3_length_note = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

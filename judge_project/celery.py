@@ -45,6 +45,8 @@ app.conf.task_routes = {
     "orchestration.direct_calls": {"queue": Queue.PROVIDER_IO.value},
     "orchestration.batch_finalize": {"queue": Queue.APPLY.value},
     "orchestration.batch_cancel": {"queue": Queue.PROVIDER_IO.value},
+    "evidence.window_advance": {"queue": Queue.CONTROL.value},
+    "evidence.window_collect": {"queue": Queue.PROVIDER_IO.value},
     "evidence.*": {"queue": Queue.PROVIDER_IO.value},
 }
 

@@ -1,4 +1,8 @@
-"""Pools: frozen, ordered sets of evidence (DOMAIN.md 3.2 step 1)."""
+"""Pools: frozen, ordered sets of evidence (DOMAIN.md 3.2 step 1).
+
+``pool_create`` freezes explicit evidence ids; ``windows_pool_create`` freezes the evidence of
+whole windows that reached a stage (the usual way a collected window becomes judgeable).
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,41 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from evidence.demo_corpus import articles
-from evidence.models import Evidence, Pool, PoolEvidence, Window, WindowRun, WindowRunStatus
+from evidence.models import (
+    Evidence,
+    EvidenceView,
+    Pool,
+    PoolEvidence,
+    Window,
+    WindowRun,
+    WindowRunStatus,
+)
+from evidence.services.errors import EvidenceInvalid
 
 
-class PoolError(ValueError):
+class PoolError(EvidenceInvalid):
     """A pool request that cannot be honoured (says what and how to fix it)."""
+
+    code = "pool_error"
+
+    def __init__(self, message: str, *, fix: str = "") -> None:
+        super().__init__(message, fix=fix)
 
 
 def pool_create(*, tag: str, evidence_ids: Sequence[int]) -> Pool:
     """Freeze ``evidence_ids`` (in this order) as pool ``tag``. A duplicate tag is an error."""
     if not evidence_ids:
-        raise PoolError(f"pool {tag!r} would be empty; pass at least one evidence id")
+        raise PoolError(f"pool {tag!r} would be empty", fix="pass at least one evidence id")
     if len(set(evidence_ids)) != len(evidence_ids):
-        raise PoolError(f"pool {tag!r} lists an evidence id twice; each may appear once")
+        raise PoolError(
+            f"pool {tag!r} lists an evidence id twice", fix="list each evidence id once"
+        )
     found = set(Evidence.objects.filter(pk__in=evidence_ids).values_list("pk", flat=True))
     missing = [i for i in evidence_ids if i not in found]
     if missing:
-        raise PoolError(f"unknown evidence ids {missing[:10]} for pool {tag!r}")
+        raise PoolError(
+            f"unknown evidence ids {missing[:10]} for pool {tag!r}", fix="check the ids"
+        )
     try:
         with transaction.atomic():
             pool = Pool.objects.create(tag=tag, evidence_count=len(evidence_ids))
@@ -37,8 +59,56 @@ def pool_create(*, tag: str, evidence_ids: Sequence[int]) -> Pool:
                 batch_size=2000,
             )
     except IntegrityError as exc:
-        raise PoolError(f"pool tag {tag!r} already exists; choose another tag") from exc
+        raise PoolError(f"pool tag {tag!r} already exists", fix="choose another pool tag") from exc
     return pool
+
+
+def windows_pool_create(
+    *, pool_tag: str, window_tags: Sequence[str], stage: str = EvidenceView.L3_ABSTRACTED
+) -> Pool:
+    """Freeze the evidence of ``window_tags`` that reached ``stage`` as pool ``pool_tag``.
+
+    Per window, the latest *completed* window run is used (a running window may still change;
+    a failed one has nothing trustworthy at the stage that failed). Members are ordered by
+    window (as listed), then by evidence id, which is collection order. A duplicate pool tag,
+    an unknown or uncollected window, or an empty result is a ``PoolError`` naming the fix.
+    """
+    if stage not in EvidenceView.values:
+        raise PoolError(
+            f"unknown stage {stage!r}", fix=f"use one of {', '.join(EvidenceView.values)}"
+        )
+    tags = [t.strip() for t in window_tags if t.strip()]
+    if not tags:
+        raise PoolError("no windows given", fix="pass --windows a,b")
+    if len(set(tags)) != len(tags):
+        raise PoolError("a window is listed twice", fix="list each window once")
+    if Pool.objects.filter(tag=pool_tag).exists():
+        raise PoolError(f"pool tag {pool_tag!r} already exists", fix="choose another pool tag")
+    ids: list[int] = []
+    for tag in tags:
+        if not Window.objects.filter(tag=tag).exists():
+            raise PoolError(f"window {tag!r} does not exist", fix="create and collect it first")
+        run = (
+            WindowRun.objects.filter(window__tag=tag, status=WindowRunStatus.COMPLETED)
+            .order_by("-pk")
+            .first()
+        )
+        if run is None:
+            raise PoolError(
+                f"window {tag!r} has no completed window run",
+                fix=f"collect it (`manage.py windows collect {tag}`) and wait for completion",
+            )
+        ids.extend(
+            Evidence.objects.filter(window_run=run, **{f"{stage}__isnull": False})
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    if not ids:
+        raise PoolError(
+            f"no evidence of windows {', '.join(tags)} reached {stage}",
+            fix="choose a lower stage, or other windows",
+        )
+    return pool_create(tag=pool_tag, evidence_ids=ids)
 
 
 def demo_pool_load(*, tag: str, windows: int = 2, per_window: int = 10) -> Pool:

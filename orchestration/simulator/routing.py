@@ -62,6 +62,8 @@ def error_response(
 ) -> web.Response:
     """An error in the provider's own envelope."""
     headers = retry_headers(retry_after)
+    if provider == "firecrawl":  # search_api: Firecrawl's {"success": false, "error": ...}
+        return json_response({"success": False, "error": message}, status, headers)
     if provider == "anthropic":
         etype = type_ or shapes.ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         headers["request-id"] = request_id

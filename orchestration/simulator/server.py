@@ -5,6 +5,8 @@ URL layout (one port, both providers):
 - ``<url>/openai/v1/...``     OpenAI-compatible (SDK ``base_url = <url>/openai/v1``)
 - ``<url>/anthropic/v1/...``  Anthropic-compatible (SDK ``base_url = <url>/anthropic``; the SDK
   adds ``/v1/...`` itself)
+- ``<url>/firecrawl/v2/search`` Firecrawl-compatible news search (also ``/v2/search``, see
+  ``search_api``)
 - ``<url>/_sim/...``          admin: faults, reset, submissions, stats, health
 """
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from orchestration.simulator import admin_api, anthropic_api, openai_api
+from orchestration.simulator import admin_api, anthropic_api, openai_api, search_api
 from orchestration.simulator.config import SimulatorConfig
 from orchestration.simulator.routing import STATE_KEY, error_response
 from orchestration.simulator.state import SimState
@@ -43,6 +45,8 @@ async def _errors(
     except Exception:
         log.exception("simulator handler failed: %s %s", request.method, request.path)
         provider = "anthropic" if request.path.startswith("/anthropic/") else "openai"
+        if request.path.startswith(search_api.SEARCH_PATHS):
+            provider = search_api.PROVIDER
         return error_response(provider, 500, "Simulator internal error.")
 
 
@@ -55,6 +59,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app[STATE_KEY] = state
     openai_api.add_routes(app)
     anthropic_api.add_routes(app)
+    search_api.add_routes(app)
     admin_api.add_routes(app)
 
     async def _cleanup(_: web.Application) -> None:
