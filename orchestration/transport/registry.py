@@ -61,7 +61,7 @@ class ResultHandler(Protocol):
 
 _handlers: dict[str, ResultHandler] = {}
 _notifiers: dict[str, Callable[[Iterable[str]], None]] = {}
-_reconcilers: dict[str, Callable[[], None]] = {}
+_reconcilers: dict[str, Callable[[], object]] = {}
 
 
 def key_prefix(custom_key: str) -> str:
@@ -99,9 +99,9 @@ def notify_processes(processes: Iterable[str]) -> None:
             notifier(items)
 
 
-def register_reconciler(name: str, reconciler: Callable[[], None]) -> None:
+def register_reconciler(name: str, reconciler: Callable[[], object]) -> None:
     _reconcilers[name] = reconciler
 
 
-def reconcilers() -> list[tuple[str, Callable[[], None]]]:
+def reconcilers() -> list[tuple[str, Callable[[], object]]]:
     return sorted(_reconcilers.items())

@@ -49,7 +49,8 @@ def test_direct_call_ok(sim, provider):
     row = _direct(adapter, timeout=10)
     assert row.ok
     assert row.custom_id == "r1"
-    assert row.output_text.startswith("ECHO[h")  # direct calls are seeded by a prompt hash
+    # Direct calls are seeded by the engine's request id (x-judge-custom-id), like batch rows.
+    assert row.output_text.startswith("ECHO[r1]")
     assert row.input_tokens > 0
     assert row.output_tokens > 0
     assert sim.state.submissions.count("r1") == 1  # logged under x-judge-custom-id

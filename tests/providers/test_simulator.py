@@ -219,5 +219,6 @@ def test_responder_failure_is_a_server_row_not_a_dead_batch(sim_factory, provide
     assert rows["r3"].error_class is ErrorClass.SERVER
     assert rows["r4"].ok
     with pytest.raises(ProviderError) as exc_info:
-        adapter.direct_call(make_requests(1, model="m")[0], timeout=10)
+        # seeded by its request id r3, which this responder cannot answer
+        adapter.direct_call(make_requests(5, model="m")[2], timeout=10)
     assert exc_info.value.error_class is ErrorClass.SERVER

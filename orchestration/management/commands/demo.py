@@ -49,7 +49,7 @@ class Command(BaseCommand):
         var_dir.mkdir(parents=True, exist_ok=True)
         self.stdout.write("== judge-gym demo ==")
         self.stdout.write(
-            f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+            f"database: {str(settings.DATABASES['default']['ENGINE']).rsplit('.', 1)[-1]}, "
             f"broker: {settings.CELERY_BROKER_URL.split('://', 1)[0]}"
         )
         call_command("migrate", verbosity=0)
