@@ -190,5 +190,7 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "celery": {"level": "INFO"},
+        # The filesystem transport has no host; kombu warns about it on every connection.
+        "kombu.connection": {"level": "ERROR" if CELERY_BROKER_IS_FILESYSTEM else "WARNING"},
     },
 }

@@ -1,13 +1,15 @@
 """``manage.py demo``: the README's first command, end to end on whatever settings are active.
 
 On the embedded default (SQLite, kombu's filesystem transport, no services) it:
-1. migrates, imports ``examples/configs/demo.yaml`` and loads a 20-evidence pool from the
-   built-in synthetic corpus;
+1. migrates and imports ``examples/configs/demo.yaml``;
 2. starts the real processes: the provider simulator, a Celery worker and Celery beat;
-3. creates and starts an experiment (10 samples x 20 evidence), watches it to the end;
-4. prints a summary (verdicts, abstain and parse-failure rates, tokens, cost at batch prices,
+3. collects two evidence windows through the evidence pipeline (simulated Firecrawl search of
+   the synthetic news corpus, then clean -> neutralize -> abstract through the transport) and
+   freezes the 20 abstracted articles as the config's pool (reused on later demo runs);
+4. creates and starts an experiment (10 samples x 20 evidence), watches it to the end;
+5. prints a summary (verdicts, abstain and parse-failure rates, tokens, cost at batch prices,
    the run config's spec_signature) and exports the dataset;
-5. stops everything it started (also on Ctrl-C).
+6. stops everything it started (also on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from configs_app.services import template_import
-from evidence.services.pools import demo_pool_load
+from evidence.models import Pool
+from evidence.selectors import window_progress
+from evidence.services.pools import windows_pool_create
+from evidence.services.windows import demo_windows_collect
 from orchestration.management.commands.experiments import render_progress
 from orchestration.processes import free_port, processes
 from orchestration.selectors import run_progress
@@ -61,8 +66,6 @@ class Command(BaseCommand):
             f"signature {template.spec_signature[:16]}"
         )
         pool_tag = str(template.config_body["evidence"]["pool_tag"])
-        pool = demo_pool_load(tag=pool_tag, windows=o["windows"], per_window=o["per_window"])
-        self.stdout.write(f"pool {pool.tag}: {pool.evidence_count} evidence")
 
         port = free_port()
         sim_url = f"http://127.0.0.1:{port}"
@@ -79,6 +82,8 @@ class Command(BaseCommand):
             procs.worker(concurrency=2)
             procs.beat()
             self.stdout.write(f"started simulator ({sim_url}), worker, beat; logs in {log_dir}")
+            pool = self._evidence(pool_tag, o, procs)
+            self.stdout.write(f"pool {pool.tag}: {pool.evidence_count} evidence\n")
             tag = f"demo-{int(time.time())}"
             experiment_create(template_ref=f"{template.template_id}@{template.version}", tag=tag)
             run = experiment_start(tag=tag)
@@ -102,6 +107,43 @@ class Command(BaseCommand):
                 raise
         elapsed = time.monotonic() - started
         self._report(run.pk, o["format"], elapsed)
+
+    def _evidence(self, pool_tag: str, o: dict[str, Any], procs: Any) -> Pool:
+        """Collect the demo windows through the real pipeline and freeze them as the pool."""
+        existing = Pool.objects.filter(tag=pool_tag).first()
+        if existing is not None:
+            return existing
+        runs = demo_windows_collect(
+            tag_prefix=pool_tag, windows=o["windows"], per_window=o["per_window"]
+        )
+        self.stdout.write(f"collecting {len(runs)} evidence windows (search -> l1 -> l2 -> l3)")
+        deadline = time.monotonic() + o["timeout"]
+        while True:
+            states = []
+            for wr in runs:
+                wr.refresh_from_db()
+                p = window_progress(run=wr)
+                done = sum(s.completed for s in p.stages)
+                total = sum(s.total for s in p.stages)
+                states.append(f"{wr.window.tag}: {wr.status}/{wr.current_stage} {done}/{total}")
+            self.stdout.write("  " + "; ".join(states))
+            if all(wr.status in ("completed", "failed", "canceled") for wr in runs):
+                break
+            for child in procs.children:
+                if not child.alive():
+                    raise CommandError(f"{child.name} died:\n{child.tail()}")
+            if time.monotonic() > deadline:
+                raise CommandError("evidence collection did not finish in time")
+            time.sleep(o["interval"])
+        failed = [wr for wr in runs if wr.status != "completed"]
+        if failed:
+            raise CommandError(
+                "window run(s) did not complete: "
+                + ", ".join(f"{wr.window.tag} {wr.status}: {wr.last_error}" for wr in failed)
+            )
+        return windows_pool_create(
+            pool_tag=pool_tag, window_tags=[wr.window.tag for wr in runs], stage="l3_abstracted"
+        )
 
     def _report(self, run_id: int, fmt: str, elapsed: float) -> None:
         from orchestration.export import run_export
