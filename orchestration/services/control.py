@@ -85,9 +85,10 @@ def run_resume(*, run_id: int, pause_after: str | None = None, clear: bool = Fal
         )
     with transaction.atomic():
         run = _locked(run_id)
-        if run.status != RunStatus.PAUSED:
+        if run.status not in (RunStatus.PAUSED, RunStatus.BLOCKED):
             raise InvalidState(
-                f"run {run_id} is {run.status}, not paused", fix="only paused runs resume"
+                f"run {run_id} is {run.status}, not paused or blocked",
+                fix="only paused or blocked runs resume",
             )
         if pause_after is not None:
             if STAGE_ORDER.index(pause_after) < STAGE_ORDER.index(run.current_stage):

@@ -18,7 +18,7 @@ def drive(run_id: int, *, timeout: float = 120.0) -> Run:
     while time.monotonic() < deadline:
         tick_run()
         run = Run.objects.get(pk=run_id)
-        if run.status in ("completed", "failed", "canceled", "paused"):
+        if run.status in ("completed", "failed", "canceled", "paused", "blocked"):
             return run
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} did not finish: {run_progress(run=run).to_json()}")

@@ -46,3 +46,26 @@ def test_direct_calls_respect_the_model_rpm(simulator, eager_celery) -> None:
         in_window = sum(1 for s in starts if s - t0 <= timedelta(seconds=window_s))
         assert in_window <= 600 + 10 * window_s + 8  # + one claim of direct_concurrency
     assert (starts[-1] - t0).total_seconds() >= 8  # the last 100 waited for refill
+
+
+def test_dollar_budget_blocks_a_stage_whole_and_resume_continues(simulator, eager_celery) -> None:
+    from decimal import Decimal
+
+    from orchestration.models import RunEvent
+    from orchestration.services.control import run_resume
+
+    tag = make_experiment()
+    # Enough for the rubric stages (10 direct calls), not for 18 score targets at 8k out each.
+    Policy.objects.update_or_create(
+        scope="experiment", key=tag, defaults={"dollar_budget": Decimal("0.05")}
+    )
+    run = drive(experiment_start(tag=tag).pk)
+    assert run.status == "blocked", run.last_error
+    assert "dollar budget" in run.last_error
+    assert "experiment:" in run.last_error  # names the scope that set it
+    blocked_stage = RunEvent.objects.get(process=run.process, event_type="run_blocked").stage
+    assert not LlmRequest.objects.filter(process=run.process, stage=blocked_stage).exists()
+    Policy.objects.filter(scope="experiment", key=tag).update(dollar_budget=Decimal("50"))
+    run_resume(run_id=run.pk)
+    run = drive(run.pk)
+    assert run.status == "completed"
