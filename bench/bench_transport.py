@@ -159,6 +159,21 @@ def w4_floor(n: int) -> float:
     return time.perf_counter() - t0
 
 
+def wait_warm(procs: Processes, timeout: float = 120.0) -> None:
+    """Wait until beat and the worker have completed a tick (imports done, connections open)."""
+    from orchestration.models import SchedulerLock
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if SchedulerLock.objects.filter(name="tick", runs__gte=2).exists():
+            return
+        for c in procs.children:
+            if not c.alive():
+                raise RuntimeError(f"{c.name} died:\n{c.tail()}")
+        time.sleep(0.2)
+    raise RuntimeError("worker did not warm up")
+
+
 def rss_mb_of_group(procs: Processes, name: str) -> float:
     """Peak RSS (VmHWM) summed over a child's process group."""
     child = next(c for c in procs.children if c.name == name)
@@ -191,30 +206,29 @@ def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
         sim_dir = Path(tempfile.mkdtemp(prefix="sim-", dir=tmp))  # fresh: file ids are seeded
         _, url = procs.simulator(port=port, data_dir=sim_dir)
         settings.JUDGE_SIMULATOR_URL = url
-        chunk = 20_000
-        for start in range(0, n, chunk):
-            llm_requests_enqueue(specs=specs(min(chunk, n - start), start))
-        argv_extra = ["--include", "bench.naive"] if naive else []
-        worker = procs.worker(concurrency=2 if not naive else 8)
-        if argv_extra:
-            worker.stop()
-            procs.children.remove(worker)
+        if naive:
             procs.spawn(
                 "worker",
                 [sys.executable, "-m", "celery", "-A", "judge_project", "worker", "-Q",
                  "control,provider_io,apply", "-c", "8", "-l", "WARNING", "--include",
                  "bench.naive", "--without-gossip", "--without-mingle"],
             )  # fmt: skip
+        else:
+            procs.worker(concurrency=2)
+        procs.beat()
+        wait_warm(procs)  # time the work, not process start-up (W8 measures that)
+        with transaction.atomic():  # all rows appear at once, as a materialized stage does
+            for start in range(0, n, 20_000):
+                llm_requests_enqueue(specs=specs(min(20_000, n - start), start))
+            if naive:  # never visible as pending: the tick must not route them
+                LlmRequest.objects.update(status="in_flight", route="direct")
         t0 = time.perf_counter()
         if naive:
             from bench.naive import naive_call
 
             ids = list(LlmRequest.objects.values_list("id", flat=True))
-            LlmRequest.objects.update(status="in_flight", route="direct")
             for rid in ids:
                 naive_call.delay(rid)
-        else:
-            procs.beat()
         while True:
             left = LlmRequest.objects.exclude(status="succeeded").count()
             if left == 0:
@@ -233,6 +247,80 @@ def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
         procs.stop_all()
 
 
+def w2(n: int, concurrency: int, tmp: Path) -> dict[str, Any]:
+    """Direct mode, simulator latency 100 ms: engine runner vs an asyncio script baseline."""
+    import asyncio
+    import tempfile
+
+    import aiohttp
+
+    from policies.models import Policy
+
+    truncate()
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    Policy.objects.filter(scope="global").update(
+        batch_mode="disabled", direct_concurrency=concurrency
+    )
+    port = free_port()
+    env = {**os.environ, "JUDGE_SIMULATOR_URL": f"http://127.0.0.1:{port}",
+           "JUDGE_TICK_SECONDS": "0.5"}  # fmt: skip
+    procs = Processes(env=env, log_dir=tmp / f"w2-{concurrency}")
+    faults = json.dumps({"faults": [{"fault": "latency", "sleep_s": 0.1}]})
+    try:
+        sim_dir = Path(tempfile.mkdtemp(prefix="sim-", dir=tmp))
+        _, url = procs.simulator(port=port, data_dir=sim_dir, faults=faults)
+        procs.worker(concurrency=2)
+        procs.beat()
+        wait_warm(procs)
+        with transaction.atomic():
+            for start in range(0, n, 20_000):
+                llm_requests_enqueue(specs=specs(min(20_000, n - start), start))
+        t0 = time.perf_counter()
+        while LlmRequest.objects.exclude(status="succeeded").exists():
+            time.sleep(0.2)
+        engine_s = time.perf_counter() - t0
+
+        async def script() -> None:
+            sem = asyncio.Semaphore(concurrency)
+            body = {"model": "gpt-4.1-mini-2025-04-14", "max_completion_tokens": 64}
+            outputs: list[str] = []
+
+            async def one(session: aiohttp.ClientSession, i: int) -> None:
+                async with sem:
+                    msg = [{"role": "user", "content": f"Evaluate item {i}."}]
+                    async with session.post(
+                        f"{url}/openai/v1/chat/completions", json={**body, "messages": msg}
+                    ) as resp:
+                        data = await resp.json()
+                        if "choices" not in data:
+                            raise RuntimeError(f"simulator answered {resp.status}: {data}")
+                        outputs.append(data["choices"][0]["message"]["content"])
+
+            time.perf_counter()
+            headers = {"Authorization": "Bearer sk-simulator"}
+            async with aiohttp.ClientSession(headers=headers) as session:
+                await asyncio.gather(*(one(session, i) for i in range(n)))
+            script_outputs.extend(outputs)
+
+        script_outputs: list[str] = []
+        t_script = time.perf_counter()
+        asyncio.run(script())
+        # The script's one final write (a COPY), outside the event loop.
+        with connection.cursor() as c:
+            c.execute("DROP TABLE IF EXISTS bench_w2")
+            c.execute("CREATE TABLE bench_w2 (id bigint, output text)")
+            with c.cursor.copy("COPY bench_w2 (id, output) FROM STDIN") as cp:
+                for i, o in enumerate(script_outputs):
+                    cp.write_row((i, o))
+        script_s = time.perf_counter() - t_script
+    finally:
+        procs.stop_all()
+        Policy.objects.filter(scope="global").update(batch_mode="auto", direct_concurrency=8)
+    return {"n": n, "concurrency": concurrency, "engine_s": engine_s, "script_s": script_s,
+            "engine_req_per_s": n / engine_s, "script_req_per_s": n / script_s,
+            "ideal_req_per_s": concurrency / 0.1}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--w1", type=int, default=100_000)
@@ -243,6 +331,8 @@ def main() -> None:
         "--max-batch-size", type=int, default=None, help="set the global policy's shard size"
     )
     parser.add_argument("--max-concurrent-batches", type=int, default=None)
+    parser.add_argument("--w2", type=int, default=0, help="direct-mode requests (W2)")
+    parser.add_argument("--w2-concurrency", default="8,32", help="comma-separated")
     args = parser.parse_args()
     tmp = Path(args.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -284,6 +374,14 @@ def main() -> None:
             report["naive"] = nv
             print(f"naive (1 task/request, N={nv['n']:,}): {nv['req_per_s']:,.0f} req/s -> "
                   f"engine is {e['req_per_s'] / nv['req_per_s']:.1f}x faster per request")  # fmt: skip
+    if args.w2:
+        for conc in [int(c) for c in args.w2_concurrency.split(",")]:
+            r2 = w2(args.w2, conc, tmp)
+            report[f"W2_c{conc}"] = r2
+            print(f"W2 direct {r2['n']:,} requests, 100 ms latency, concurrency {conc}: engine "
+                  f"{r2['engine_req_per_s']:.0f} req/s, asyncio script {r2['script_req_per_s']:.0f}"
+                  f" req/s (engine/script {r2['engine_req_per_s'] / r2['script_req_per_s']:.2f}x;"
+                  f" ideal {r2['ideal_req_per_s']:.0f} req/s)")  # fmt: skip
     out = tmp / "bench_transport.json"
     out.write_text(json.dumps(report, indent=2, default=str))
     print(f"raw figures: {out}")

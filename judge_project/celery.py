@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "judge_project.settings")
 
@@ -66,6 +66,18 @@ app.conf.beat_schedule = {
         "options": {"expires": max(_tick_seconds() * 0.9, 0.5), "queue": Queue.CONTROL.value},
     },
 }
+
+
+@worker_process_init.connect
+def _preload(**_kwargs: Any) -> None:
+    """Import the heavy modules (both provider SDKs, the transport) when a child starts.
+
+    Otherwise the first task of every fresh child pays several seconds of imports, which is
+    a stage-advance and first-provider-call latency an operator would see as a stall.
+    """
+    import orchestration.transport.services.batches
+    import orchestration.transport.services.direct
+    import orchestration.transport.services.tick  # noqa: F401
 
 
 @setup_logging.connect

@@ -189,6 +189,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # the openai/anthropic SDKs log every request at INFO
         "celery": {"level": "INFO"},
         # The filesystem transport has no host; kombu warns about it on every connection.
         "kombu.connection": {"level": "ERROR" if CELERY_BROKER_IS_FILESYSTEM else "WARNING"},

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,7 +23,7 @@ from django.utils import timezone
 from orchestration.models import LlmRequest, RequestStatus, Route
 from orchestration.transport import limits
 from orchestration.transport.leases import lock_acquire, lock_release, new_owner
-from orchestration.transport.policy import transport_policy
+from orchestration.transport.policy import TransportPolicy, transport_policy
 from orchestration.transport.providers import get_adapter
 from orchestration.transport.providers.base import (
     ChatRequest,
@@ -37,6 +38,8 @@ from orchestration.transport.services.batches import direct_eligible, pending_du
 logger = logging.getLogger(__name__)
 
 RUNNER_SLICE_S = 50.0
+APPLY_EVERY_S = 0.2  # apply completed outcomes at least this often (bulk, one transaction)
+RENEW_EVERY_S = 5.0  # runner lock renewal period (the lease is request_timeout + 60 s)
 
 
 def runner_lock_name(provider: str, model: str) -> str:
@@ -52,8 +55,15 @@ class RunnerReport:
     loops: int = 0
 
 
-def _claim(provider: str, model: str, owner: str, limit: int, lease_s: float) -> list[int]:
-    policy = transport_policy(provider=provider, model=model)
+def _claim(
+    provider: str,
+    model: str,
+    owner: str,
+    limit: int,
+    lease_s: float,
+    policy: TransportPolicy | None = None,
+) -> list[int]:
+    policy = policy or transport_policy(provider=provider, model=model)
     now = timezone.now()
     with transaction.atomic():
         ids = list(
@@ -127,8 +137,85 @@ def _call(adapter: ProviderAdapter, request: ChatRequest, rid: int, timeout: flo
     )
 
 
+@dataclass(slots=True)
+class _Group:
+    """One claim: its rate reservation and how many of its calls are still outstanding."""
+
+    reservation_id: str
+    outstanding: int
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _claim_group(
+    provider: str,
+    model: str,
+    owner: str,
+    want: int,
+    lease_s: float,
+    policy: TransportPolicy,
+    serial: int,
+) -> tuple[list[tuple[int, ChatRequest]], _Group | None, float]:
+    """Claim up to ``want`` due requests and reserve rate capacity for them.
+
+    Returns (requests, group, retry_after). On a rate-limit denial the claim is given back
+    and ``retry_after`` says when to try again.
+    """
+    ids = _claim(provider, model, owner, want, lease_s, policy)
+    if not ids:
+        return [], None, 0.0
+    rows = list(
+        LlmRequest.objects.filter(pk__in=ids, lease_owner=owner).values_list(
+            "id",
+            "provider_model",
+            "system_prompt__content",
+            "user_prompt",
+            "params",
+            "est_input_tokens",
+        )
+    )
+    out_tokens = sum(int((r[4] or {}).get("max_output_tokens", 8000)) for r in rows)
+    in_tokens = sum(r[5] for r in rows)
+    reservation = f"direct:{owner}:{serial}"
+    admission = limits.admit(
+        reservation_id=reservation,
+        demands=limits.direct_demands(
+            policy, requests=len(rows), input_tokens=in_tokens, output_tokens=out_tokens
+        ),
+    )
+    if not admission.granted:
+        _unclaim(ids, owner, admission.retry_after)
+        return [], None, admission.retry_after
+    requests = [
+        (
+            rid,
+            ChatRequest(
+                custom_id=provider_custom_id(rid),
+                model=pmodel,
+                system=system,
+                user=user,
+                max_output_tokens=int((params or {}).get("max_output_tokens", 8000)),
+                temperature=(params or {}).get("temperature"),
+            ),
+        )
+        for rid, pmodel, system, user, params, _est in rows
+    ]
+    return requests, _Group(reservation_id=reservation, outstanding=len(requests)), 0.0
+
+
 def direct_run(*, provider: str, model: str, slice_s: float = RUNNER_SLICE_S) -> RunnerReport:
-    """Run direct calls for one provider/model until nothing is due or the slice ends."""
+    """Run direct calls for one provider/model until nothing is due or the slice ends.
+
+    A continuous pipeline, not lock-step rounds: up to ``direct_concurrency`` calls are in
+    flight at all times, refilled from a local queue of already-claimed requests (up to one
+    more concurrency's worth, claimed in groups of at least half the concurrency so claims
+    stay bulk and overlap with the calls); completed outcomes are applied in bulk every
+    ``APPLY_EVERY_S`` or ``concurrency`` results. Each claim and each apply is a few round
+    trips and one commit, so the batching is what sets the ceiling. A slow call therefore never
+    holds up the others (measured: lock-step rounds reached ~50% of the ideal rate at
+    concurrency 8 and ~20% at 32 with 100 ms calls).
+    """
     report = RunnerReport()
     owner = new_owner("direct")
     lock = runner_lock_name(provider, model)
@@ -137,69 +224,91 @@ def direct_run(*, provider: str, model: str, slice_s: float = RUNNER_SLICE_S) ->
     if not lock_acquire(name=lock, owner=owner, ttl_s=lease_s):
         return report
     adapter = get_adapter(provider)
+    concurrency = max(policy.direct_concurrency, 1)
     deadline = time.monotonic() + slice_s
-    try:
-        with ThreadPoolExecutor(max_workers=max(policy.direct_concurrency, 1)) as pool:
-            while time.monotonic() < deadline:
-                report.loops += 1
-                ids = _claim(provider, model, owner, policy.direct_concurrency, lease_s)
-                if not ids:
-                    break
-                rows = list(
-                    LlmRequest.objects.filter(pk__in=ids, lease_owner=owner).values_list(
-                        "id",
-                        "provider_model",
-                        "system_prompt__content",
-                        "user_prompt",
-                        "params",
-                        "est_input_tokens",
-                    )
-                )
-                out_tokens = sum(int((r[4] or {}).get("max_output_tokens", 8000)) for r in rows)
-                in_tokens = sum(r[5] for r in rows)
-                reservation = f"direct:{owner}:{report.loops}"
-                admission = limits.admit(
-                    reservation_id=reservation,
-                    demands=limits.direct_demands(
-                        policy, requests=len(rows), input_tokens=in_tokens, output_tokens=out_tokens
-                    ),
-                )
-                if not admission.granted:
-                    _unclaim(ids, owner, admission.retry_after)
-                    report.deferred += len(ids)
-                    break
-                requests = [
-                    (
-                        rid,
-                        ChatRequest(
-                            custom_id=provider_custom_id(rid),
-                            model=pmodel,
-                            system=system,
-                            user=user,
-                            max_output_tokens=int((params or {}).get("max_output_tokens", 8000)),
-                            temperature=(params or {}).get("temperature"),
-                        ),
-                    )
-                    for rid, pmodel, system, user, params, _est in rows
-                ]
-                # Network I/O only in threads, and never inside a transaction.
-                futures = [
-                    pool.submit(_call, adapter, req, rid, policy.request_timeout_s)
-                    for rid, req in requests
-                ]
-                outcomes = [f.result() for f in futures]
-                report.calls += len(outcomes)
-                stats: ApplyStats = outcomes_apply(outcomes=outcomes, lease_owner=owner)
-                report.succeeded += stats.succeeded
-                report.failed += stats.failed
+    in_flight: dict[Future[Outcome], _Group] = {}
+    # Claimed (leased, reserved) but not yet started: refills come from here instantly, and
+    # the next claim overlaps with calls in flight instead of starving the pool.
+    ready: deque[tuple[int, ChatRequest, _Group]] = deque()
+    done_outcomes: list[tuple[Outcome, _Group]] = []
+    no_claim_until = 0.0
+    drained = False
+    last_apply = time.monotonic()
+    last_renew = last_apply
+    serial = 0
+
+    def apply_done() -> None:
+        nonlocal last_apply
+        if not done_outcomes:
+            return
+        outcomes = [o for o, _ in done_outcomes]
+        stats: ApplyStats = outcomes_apply(outcomes=outcomes, lease_owner=owner)
+        report.succeeded += stats.succeeded
+        report.failed += stats.failed
+        for outcome, group in done_outcomes:
+            group.outstanding -= 1
+            group.requests += 1
+            group.input_tokens += outcome.input_tokens
+            group.output_tokens += outcome.output_tokens
+            if group.outstanding == 0:
                 limits.settle(
-                    reservation_id=reservation,
+                    reservation_id=group.reservation_id,
                     policy=policy,
-                    requests=len(outcomes),
-                    input_tokens=stats.input_tokens,
-                    output_tokens=stats.output_tokens,
+                    requests=group.requests,
+                    input_tokens=group.input_tokens,
+                    output_tokens=group.output_tokens,
                 )
-                lock_acquire(name=lock, owner=owner, ttl_s=lease_s)
+        done_outcomes.clear()
+        last_apply = time.monotonic()
+        nonlocal last_renew
+        if last_apply - last_renew >= RENEW_EVERY_S:
+            lock_acquire(name=lock, owner=owner, ttl_s=lease_s)
+            last_renew = last_apply
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            while True:
+                now = time.monotonic()
+                want = 2 * concurrency - len(in_flight) - len(ready)
+                can_claim = not drained and now < deadline and now >= no_claim_until
+                if can_claim and want > 0 and (want >= max(1, concurrency // 2) or not ready):
+                    serial += 1
+                    report.loops += 1
+                    requests, group, retry_after = _claim_group(
+                        provider, model, owner, want, lease_s, policy, serial
+                    )
+                    if group is None:
+                        if retry_after > 0:
+                            report.deferred += 1
+                            no_claim_until = time.monotonic() + retry_after
+                        else:
+                            drained = True  # nothing due now
+                    else:
+                        ready.extend((rid, req, group) for rid, req in requests)
+                        report.calls += len(requests)
+                while ready and len(in_flight) < concurrency:
+                    # Network I/O only in threads, and never inside a transaction.
+                    rid, req, group = ready.popleft()
+                    fut = pool.submit(_call, adapter, req, rid, policy.request_timeout_s)
+                    in_flight[fut] = group
+                if not in_flight:
+                    apply_done()
+                    # Nothing running: stop when drained, past the slice, or rate-limited
+                    # for longer than the slice has left (the tick restarts us later).
+                    if drained or time.monotonic() >= deadline or no_claim_until >= deadline:
+                        break
+                    time.sleep(min(max(no_claim_until - time.monotonic(), 0.01), 1.0))
+                    continue
+                done, _ = wait(list(in_flight), timeout=APPLY_EVERY_S, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    done_outcomes.append((fut.result(), in_flight.pop(fut)))
+                if len(done_outcomes) >= concurrency or (
+                    done_outcomes and time.monotonic() - last_apply >= APPLY_EVERY_S
+                ):
+                    apply_done()
+                if drained and time.monotonic() - last_apply >= APPLY_EVERY_S:
+                    drained = False  # new work may have arrived (retries, other stages)
+            apply_done()
     finally:
         lock_release(name=lock, owner=owner)
         connection.close_if_unusable_or_obsolete()
