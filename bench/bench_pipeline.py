@@ -90,7 +90,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="w5-", dir=ROOT / "var"))
     port = free_port()
     env = {**os.environ, "JUDGE_SIMULATOR_URL": f"http://127.0.0.1:{port}",
-           "JUDGE_TICK_SECONDS": "0.5"}  # fmt: skip
+           "JUDGE_TICK_SECONDS": "1"}  # fmt: skip
     procs = Processes(env=env, log_dir=tmp / "logs")
     try:
         _, url = procs.simulator(port=port, data_dir=tmp / "sim")

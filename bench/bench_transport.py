@@ -198,7 +198,7 @@ def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
     redis.Redis.from_url(str(settings.JUDGE_REDIS_URL)).flushdb()
     port = free_port()
     env = {**os.environ, "JUDGE_SIMULATOR_URL": f"http://127.0.0.1:{port}",
-           "JUDGE_TICK_SECONDS": "0.5"}  # fmt: skip
+           "JUDGE_TICK_SECONDS": "1"}  # fmt: skip
     procs = Processes(env=env, log_dir=tmp / ("naive" if naive else "w4"))
     try:
         import tempfile
@@ -263,7 +263,7 @@ def w2(n: int, concurrency: int, tmp: Path) -> dict[str, Any]:
     )
     port = free_port()
     env = {**os.environ, "JUDGE_SIMULATOR_URL": f"http://127.0.0.1:{port}",
-           "JUDGE_TICK_SECONDS": "0.5"}  # fmt: skip
+           "JUDGE_TICK_SECONDS": "1"}  # fmt: skip
     procs = Processes(env=env, log_dir=tmp / f"w2-{concurrency}")
     faults = json.dumps({"faults": [{"fault": "latency", "sleep_s": 0.1}]})
     try:

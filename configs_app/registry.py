@@ -26,9 +26,9 @@ class ModelInfo(BaseModel):
     provider: Provider
     provider_model: str = Field(min_length=1)
     batchable: bool = True
-    input_price_per_mtok: float = Field(ge=0)
-    output_price_per_mtok: float = Field(ge=0)
-    batch_discount: float = Field(default=0.5, ge=0, le=1)
+    input_price_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    output_price_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    batch_discount: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
 
 
 DEFAULT_MODELS: dict[str, ModelInfo] = {

@@ -458,6 +458,17 @@ def parse_spec(body: object) -> ExperimentSpec:
     secrets = find_secrets(body)
     if secrets:
         raise SpecError(secrets)
+    nul = [
+        SpecIssue(
+            path=path,
+            message="contains a NUL character (\\u0000), which cannot be stored",
+            fix="remove the NUL character from the text",
+        )
+        for path, _key, value in _walk(body, "")
+        if isinstance(value, str) and "\x00" in value
+    ]
+    if nul:
+        raise SpecError(nul)
     try:
         return ExperimentSpec.model_validate(dict(body))
     except ValidationError as exc:

@@ -51,19 +51,25 @@ app.conf.task_routes = {
 }
 
 
-def _tick_seconds() -> float:
+def _tick_seconds() -> int:
     from django.conf import settings
 
-    return float(settings.JUDGE_TICK_SECONDS)
+    return int(settings.JUDGE_TICK_SECONDS)
 
 
 app.conf.beat_schedule = {
-    # The single periodic driver. ``expires`` below the interval means a tick that waited in
-    # the queue longer than one period is dropped instead of piling up behind a slow worker.
+    # The single periodic driver. An expiry of one interval means a tick that waited in the
+    # queue that long is dropped instead of piling up behind a slow worker. The
+    # DatabaseScheduler persists only ``expire_seconds`` (it drops ``expires``), so both are
+    # given: ``expires`` for the default scheduler, ``expire_seconds`` for django-celery-beat.
     "judge-gym-tick": {
         "task": "orchestration.tick",
-        "schedule": _tick_seconds(),
-        "options": {"expires": max(_tick_seconds() * 0.9, 0.5), "queue": Queue.CONTROL.value},
+        "schedule": float(_tick_seconds()),
+        "options": {
+            "expires": float(_tick_seconds()),
+            "expire_seconds": _tick_seconds(),
+            "queue": Queue.CONTROL.value,
+        },
     },
 }
 

@@ -145,7 +145,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 2000, minimum=1)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-JUDGE_TICK_SECONDS = env_float("JUDGE_TICK_SECONDS", 2.0, minimum=0.2)
+# Whole seconds: django-celery-beat stores intervals as integers (0.5 would become 0, a tick
+# storm), so sub-second values are refused rather than silently rounded.
+JUDGE_TICK_SECONDS = env_int("JUDGE_TICK_SECONDS", 2, minimum=1)
 
 # --- Providers --------------------------------------------------------------------------------
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

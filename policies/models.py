@@ -14,6 +14,7 @@ default). With Redis configured they stay empty.
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from typing import Any
@@ -76,6 +77,14 @@ POSITIVE_FIELDS: tuple[str, ...] = (
 NON_NEGATIVE_FIELDS: tuple[str, ...] = ("max_batch_retries", "retry_backoff_seconds")
 
 _KEY_RE = re.compile(r"^\S(?:.*\S)?$")
+
+
+def _number(value: object) -> float | None:
+    """A finite real number as float, else None (strings, bools, NaN are not compared)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 class Team(models.Model):
@@ -320,26 +329,26 @@ class Policy(models.Model):
                     errors.setdefault("key", []).append(
                         "A team key is the team's slug (letters, digits, '-' and '_')."
                     )
+        # clean() runs even when clean_fields() failed, so values may still be raw input
+        # (strings); only compare real numbers and leave type errors to clean_fields().
         for name in POSITIVE_FIELDS:
-            value = getattr(self, name)
+            value = _number(getattr(self, name))
             if value is not None and value < 1:
                 errors.setdefault(name, []).append(f"Must be at least 1 (got {value}).")
         for name in NON_NEGATIVE_FIELDS:
-            value = getattr(self, name)
+            value = _number(getattr(self, name))
             if value is not None and value < 0:
                 errors.setdefault(name, []).append(f"Must not be negative (got {value}).")
-        jitter = self.retry_jitter_ratio
+        jitter = _number(self.retry_jitter_ratio)
         if jitter is not None and not 0.0 <= jitter <= 1.0:
             errors.setdefault("retry_jitter_ratio", []).append(
                 f"Must be between 0 and 1 (got {jitter}); 0.2 means +/-20%."
             )
-        if self.dollar_budget is not None and self.dollar_budget <= 0:
+        budget = _number(self.dollar_budget)
+        if budget is not None and budget <= 0:
             errors.setdefault("dollar_budget", []).append("Must be greater than 0 when set.")
-        if (
-            self.min_batch_size is not None
-            and self.max_batch_size is not None
-            and self.min_batch_size > self.max_batch_size
-        ):
+        low, high = _number(self.min_batch_size), _number(self.max_batch_size)
+        if low is not None and high is not None and low > high:
             errors.setdefault("min_batch_size", []).append(
                 f"min_batch_size ({self.min_batch_size}) exceeds max_batch_size "
                 f"({self.max_batch_size}); no batch could ever be formed."

@@ -34,7 +34,7 @@ def live_env(sim_url: str, **extra: str) -> dict[str, str]:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "JUDGE_REDIS_URL": settings.JUDGE_REDIS_URL or "",
         "JUDGE_SIMULATOR_URL": sim_url,
-        "JUDGE_TICK_SECONDS": "0.5",
+        "JUDGE_TICK_SECONDS": "1",
         "JUDGE_LOG_FORMAT": "text",
         "JUDGE_LOG_LEVEL": "WARNING",
         **extra,

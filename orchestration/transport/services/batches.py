@@ -16,12 +16,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
@@ -64,6 +66,7 @@ SUBMIT_LEASE_S = 600.0
 POLL_LEASE_S = 120.0
 FINALIZE_LEASE_S = 300.0
 MAX_FINALIZE_ATTEMPTS = 5
+FAILED_FINALIZE_RETRY_S = 15.0
 ROW_OVERHEAD_BYTES = 300  # JSONL envelope per request, for the byte limit
 
 
@@ -561,6 +564,28 @@ def batch_finalize(*, batch_id: int, lease_owner: str) -> str:
     adapter = get_adapter(batch.provider)
     stats = ApplyStats()
     chunk: list[Outcome] = []
+    try:
+        return _finalize_stream(batch, batch_id, lease_owner, adapter, info, stats, chunk)
+    except Exception:
+        # Anything unexpected (database restart, bug): applied chunks stay applied; shorten
+        # the lease so the tick re-dispatches in seconds, not after FINALIZE_LEASE_S.
+        with contextlib.suppress(Exception):
+            LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
+                lease_expires_at=timezone.now() + timedelta(seconds=FAILED_FINALIZE_RETRY_S),
+                next_poll_at=timezone.now() + timedelta(seconds=FAILED_FINALIZE_RETRY_S),
+            )
+        raise
+
+
+def _finalize_stream(
+    batch: LlmBatch,
+    batch_id: int,
+    lease_owner: str,
+    adapter: Any,
+    info: BatchInfo,
+    stats: ApplyStats,
+    chunk: list[Outcome],
+) -> str:
     try:
         for row in adapter.iter_results(info):
             outcome = outcome_from_row(row)
