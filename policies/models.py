@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -85,6 +86,15 @@ def _number(value: object) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def _non_finite(value: object) -> bool:
+    """True for NaN and infinities (float or Decimal), which no policy field can hold."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Decimal):
+        return not value.is_finite()
+    return False
 
 
 class Team(models.Model):
@@ -311,7 +321,8 @@ class Policy(models.Model):
                 )
             else:
                 self.key = "default"
-        elif self.scope:
+        elif self.scope in self.Scope.values:
+            # An unknown scope is clean_fields()' error; its key cannot be judged.
             if not self.key:
                 errors.setdefault("key", []).append(
                     f"A {self.scope}-scope policy needs a key ({self._key_hint()})."
@@ -357,12 +368,51 @@ class Policy(models.Model):
             raise ValidationError(errors)
 
     def _key_hint(self) -> str:
-        return {
-            self.Scope.TEAM: "the team slug",
-            self.Scope.PROVIDER: " or ".join(PROVIDERS),
-            self.Scope.MODEL: "a model registry id such as gpt-4.1",
-            self.Scope.EXPERIMENT: "the experiment tag",
-        }.get(self.Scope(self.scope), "a key")
+        # Keyed by the raw string: clean() also runs when clean_fields() already refused an
+        # unknown scope, and Scope("bogus") would raise instead of explaining.
+        hints: dict[str, str] = {
+            self.Scope.TEAM.value: "the team slug",
+            self.Scope.PROVIDER.value: " or ".join(PROVIDERS),
+            self.Scope.MODEL.value: "a model registry id such as gpt-4.1",
+            self.Scope.EXPERIMENT.value: "the experiment tag",
+        }
+        return hints.get(str(self.scope), "a key")
+
+    def clean_fields(self, exclude: Collection[str] | None = None) -> None:
+        """Refuse non-finite numbers before Django converts them; blank means "inherit".
+
+        ``IntegerField.to_python(float("inf"))`` raises ``OverflowError`` (it only catches
+        ``TypeError``/``ValueError``), which would escape ``full_clean`` as a crash instead of
+        a field error. NaN and infinities are never a meaningful limit, price or ratio.
+        """
+        skip = set(exclude or ())
+        errors: dict[str, list[str]] = {}
+        for field in self._meta.concrete_fields:
+            if field.attname in skip or not isinstance(
+                field, models.IntegerField | models.FloatField | models.DecimalField
+            ):
+                continue
+            value = getattr(self, field.attname)
+            if field.null and (
+                value in field.empty_values or (isinstance(value, str) and not value.strip())
+            ):
+                # "" (or [] etc.) is how a blank form or file says "not set": inherit, as the
+                # admin does. Left raw, clean_fields() skips it as blank and the constraint
+                # checks then hand it to int() and crash.
+                setattr(self, field.attname, None)
+                continue
+            if _non_finite(value):
+                errors[field.name] = [
+                    f"Must be a finite number (got {value!r}); leave it empty to inherit."
+                ]
+                skip.add(field.attname)
+        try:
+            super().clean_fields(exclude=skip)
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                errors.setdefault(name, []).extend(messages)
+        if errors:
+            raise ValidationError(errors)
 
     def set_fields(self) -> dict[str, Any]:
         """The policy fields this row sets (non-null), for display and resolution."""

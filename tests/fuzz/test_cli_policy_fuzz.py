@@ -115,6 +115,60 @@ def test_policy_admin_form(data: dict[str, Any]) -> None:
     saved.delete()
 
 
+@pytest.mark.django_db
+@FUZZ
+@given(kwargs=policy_kwargs())
+def test_policy_full_clean(kwargs: dict[str, Any]) -> None:
+    """full_clean refuses with named field errors, or the database accepts the row too."""
+    before = Policy.objects.count()
+    policy = Policy(**kwargs)
+    try:
+        policy.full_clean()
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            assert name in FIELD_NAMES, f"error on an unknown field {name!r} for {kwargs}"
+            assert messages, name
+            assert all(m.strip() for m in messages), (name, messages)
+        assert Policy.objects.count() == before
+        return
+    except Exception as exc:
+        pytest.fail(f"Policy.full_clean crashed: {type(exc).__name__}: {exc} for {kwargs}")
+    try:
+        with transaction.atomic():
+            policy.save()
+    except IntegrityError as exc:
+        pytest.fail(f"full_clean accepted what the database refuses: {exc} for {kwargs}")
+    policy.delete()
+
+
+@pytest.mark.django_db
+@FUZZ
+@given(
+    scope=st.one_of(st.sampled_from(SCOPES), st.text(max_size=8)),
+    key=st.one_of(KEYS, st.none()),
+    values=st.dictionaries(
+        st.sampled_from(POLICY_FIELDS),
+        st.one_of(FIELD_VALUE, st.text(max_size=6), st.booleans(), st.lists(st.integers())),
+        max_size=6,
+    ),
+)
+def test_policy_full_clean_never_crashes(
+    scope: str, key: str | None, values: dict[str, Any]
+) -> None:
+    """Any raw input (wrong types included) ends in ValidationError or a clean pass."""
+    refused: ValidationError | None = None
+    try:
+        Policy(scope=scope, key=key, **values).full_clean(validate_unique=False)
+    except ValidationError as exc:
+        refused = exc
+    except Exception as exc:
+        pytest.fail(
+            f"Policy.full_clean crashed: {type(exc).__name__}: {exc} for {scope!r} {key!r} {values}"
+        )
+    if refused is not None:
+        assert refused.message_dict, "a ValidationError without messages"
+
+
 # --- command lines -----------------------------------------------------------------------------
 
 TOKEN = st.one_of(
@@ -178,3 +232,30 @@ def test_decimal_budget_values_are_field_errors() -> None:
             validate_unique=False
         )
     assert "dollar_budget" in info.value.message_dict
+
+
+@pytest.mark.django_db
+def test_unknown_scope_is_a_field_error_not_a_crash() -> None:
+    """Found by the fuzzer: clean() used Scope(self.scope), which raised for 'bogus'."""
+    with pytest.raises(ValidationError) as info:
+        Policy(scope="bogus", key="").full_clean(validate_unique=False)
+    assert "scope" in info.value.message_dict
+    assert "key" not in info.value.message_dict  # no guess about the key of an unknown scope
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("requests_per_minute", float("inf")),
+        ("token_budget", float("-inf")),
+        ("retry_jitter_ratio", float("nan")),
+        ("dollar_budget", Decimal("Infinity")),
+        ("dollar_budget", float("inf")),
+    ],
+)
+def test_non_finite_numbers_are_field_errors(field: str, value: object) -> None:
+    """Found by the fuzzer: IntegerField.to_python(inf) raises OverflowError out of full_clean."""
+    with pytest.raises(ValidationError) as info:
+        Policy(scope="global", key="", **{field: value}).full_clean(validate_unique=False)
+    assert "finite" in " ".join(info.value.message_dict[field])

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from configs_app.importfile import document_from_data
 from configs_app.models import ConfigTemplate
-from configs_app.spec import SpecError
+from configs_app.spec import SpecError, normalize_spec, spec_signature
 from tests.fuzz.strategies import Mutated, mutated_specs, related
 
 FUZZ = settings(
@@ -90,6 +90,28 @@ def test_template_documents(mutated: Mutated, top: str) -> None:
             f"unclear error for {mutated.kinds} at {mutated.paths}: {type(exc).__name__}: {exc}"
         )
     assert top == "ok"
+
+
+@FUZZ
+@given(mutated=mutated_specs(max_mutations=3))
+def test_spec_bodies_are_accepted_or_refused_clearly(mutated: Mutated) -> None:
+    """A spec body is either refused with a SpecError naming a mutated path and a fix, or it
+    normalizes to a finite, stable form whose signature is a function of that form."""
+    try:
+        normalized = normalize_spec(mutated.doc)
+    except SpecError as exc:
+        _assert_clear(exc, mutated)
+        return
+    except Exception as exc:
+        pytest.fail(
+            f"parse_spec crashed for {mutated.kinds} at {mutated.paths}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+    assert not _nonfinite(normalized), "a non-finite number passed validation"
+    assert normalize_spec(normalized) == normalized, "normalization is not idempotent"
+    signature = spec_signature(mutated.doc)
+    assert signature == spec_signature(normalized)
+    assert len(signature) == 64
 
 
 def _serialize(doc: Any, fmt: str, damage: str, cut: float) -> str:
