@@ -18,11 +18,13 @@ Everything is measured in this one invocation on this machine, and reported as r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,22 +176,64 @@ def wait_warm(procs: Processes, timeout: float = 120.0) -> None:
     raise RuntimeError("worker did not warm up")
 
 
-def rss_mb_of_group(procs: Processes, name: str) -> float:
-    """Peak RSS (VmHWM) summed over a child's process group."""
+def _group_proc_dirs(procs: Processes, name: str) -> Iterator[Path]:
+    """``/proc/<pid>`` of every live process in a child's process group."""
     child = next(c for c in procs.children if c.name == name)
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid_dir.name)) == child.popen.pid:
+                yield pid_dir
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def rss_mb_of_group(procs: Processes, name: str) -> float:
+    """Peak RSS (VmHWM) of the largest process in a child's process group."""
+    peak = 0.0
+    for pid_dir in _group_proc_dirs(procs, name):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            for line in (pid_dir / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, float(line.split()[1]) / 1024)
+    return peak
+
+
+def _proc_cpu_s(pid_dir: Path, *, with_children: bool = False) -> float:
+    fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (reaped children)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s_of_group(procs: Processes, name: str) -> float:
+    """CPU seconds (user + system) used so far by a child's process group."""
+    total = 0.0
+    for pid_dir in _group_proc_dirs(procs, name):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += _proc_cpu_s(pid_dir)
+    return total
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of every PostgreSQL process on this machine (plus reaped backends)."""
     total = 0.0
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
         try:
-            if os.getpgid(int(pid_dir.name)) != child.popen.pid:
-                continue
-            for line in (pid_dir / "status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total = max(total, float(line.split()[1]) / 1024)
-        except (OSError, ProcessLookupError):
+            if (pid_dir / "comm").read_text().strip() == "postgres":
+                total += _proc_cpu_s(pid_dir, with_children=True)
+        except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+#: Worker layout for W4/W2 (set from the command line): processes per worker, and whether
+#: provider I/O gets its own worker as in docker-compose.yml.
+WORKERS: dict[str, Any] = {"concurrency": 2, "split": False}
 
 
 def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
@@ -213,8 +257,12 @@ def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
                  "control,provider_io,apply", "-c", "8", "-l", "WARNING", "--include",
                  "bench.naive", "--without-gossip", "--without-mingle"],
             )  # fmt: skip
+        elif WORKERS["split"]:
+            # The compose topology: provider I/O on its own worker, apply/control on another.
+            procs.worker(concurrency=WORKERS["concurrency"], queues="control,apply")
+            procs.worker(name="worker-io", concurrency=WORKERS["concurrency"], queues="provider_io")
         else:
-            procs.worker(concurrency=2)
+            procs.worker(concurrency=WORKERS["concurrency"])
         procs.beat()
         wait_warm(procs)  # time the work, not process start-up (W8 measures that)
         with transaction.atomic():  # all rows appear at once, as a materialized stage does
@@ -222,6 +270,9 @@ def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
                 llm_requests_enqueue(specs=specs(min(20_000, n - start), start))
             if naive:  # never visible as pending: the tick must not route them
                 LlmRequest.objects.update(status="in_flight", route="direct")
+        names = [c.name for c in procs.children if c.name != "beat"]
+        cpu0 = {name: cpu_s_of_group(procs, name) for name in names}
+        pg0 = postgres_cpu_s()
         t0 = time.perf_counter()
         if naive:
             from bench.naive import naive_call
@@ -229,19 +280,29 @@ def run_engine(n: int, *, naive: bool, tmp: Path) -> dict[str, Any]:
             ids = list(LlmRequest.objects.values_list("id", flat=True))
             for rid in ids:
                 naive_call.delay(rid)
+        # Watch through the (process, stage, status) index: a count over the whole table
+        # five times a second would itself cost the database more than the engine's work.
+        unsettled = LlmRequest.objects.filter(
+            process="bench:1", stage="bench", status__in=["pending", "in_flight"]
+        )
         while True:
-            left = LlmRequest.objects.exclude(status="succeeded").count()
-            if left == 0:
+            if not unsettled.exists():
                 break
             for c in procs.children:
                 if not c.alive():
                     raise RuntimeError(f"{c.name} died:\n{c.tail()}")
             time.sleep(0.2)
         seconds = time.perf_counter() - t0
+        assert LlmRequest.objects.filter(status="succeeded").count() == n, "requests failed"
+        cpu = {name: round(cpu_s_of_group(procs, name) - cpu0[name], 2) for name in names}
+        cpu["postgres"] = round(postgres_cpu_s() - pg0, 2)
         stats = sim_get(f"{url}/_sim/stats")
         batches = LlmBatch.objects.count()
+        rss = rss_mb_of_group(procs, "worker")
+        if WORKERS["split"] and not naive:
+            rss = max(rss, rss_mb_of_group(procs, "worker-io"))
         out = {"n": n, "seconds": seconds, "req_per_s": n / seconds, "batches": batches,
-               "worker_peak_rss_mb": rss_mb_of_group(procs, "worker"), "sim_stats": stats}  # fmt: skip
+               "worker_peak_rss_mb": rss, "cpu_s": cpu, "sim_stats": stats}  # fmt: skip
         return out
     finally:
         procs.stop_all()
@@ -331,10 +392,17 @@ def main() -> None:
         "--max-batch-size", type=int, default=None, help="set the global policy's shard size"
     )
     parser.add_argument("--max-concurrent-batches", type=int, default=None)
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="processes per worker")
+    parser.add_argument(
+        "--split-workers",
+        action="store_true",
+        help="run provider_io on a second worker (the docker-compose topology)",
+    )
     parser.add_argument("--w2", type=int, default=0, help="direct-mode requests (W2)")
     parser.add_argument("--w2-concurrency", default="8,32", help="comma-separated")
     args = parser.parse_args()
     tmp = Path(args.tmp)
+    WORKERS.update(concurrency=args.worker_concurrency, split=args.split_workers)
     tmp.mkdir(parents=True, exist_ok=True)
     call_command("migrate", verbosity=0)
     from policies.models import Policy
@@ -351,7 +419,9 @@ def main() -> None:
         Policy.objects.filter(scope="global").update(**changes)
     glob = Policy.objects.get(scope="global")
     print(f"policy: max_batch_size={glob.max_batch_size} "
-          f"max_concurrent_batches={glob.max_concurrent_batches}")  # fmt: skip
+          f"max_concurrent_batches={glob.max_concurrent_batches}; workers: "
+          f"{'2 (control+apply, provider_io)' if args.split_workers else 1} x "
+          f"{args.worker_concurrency} processes")  # fmt: skip
     report: dict[str, object] = {}
     if args.w1:
         r = w1(args.w1)
@@ -369,6 +439,9 @@ def main() -> None:
               f"-> ratio to floor {e['seconds'] / floor:.1f}x; worker peak RSS "
               f"{e['worker_peak_rss_mb']:.0f} MB")  # fmt: skip
         print(f"   simulator calls: {json.dumps(calls.get('calls', calls))[:400]}")
+        cpu_total = sum(e["cpu_s"].values())
+        print(f"   CPU seconds during the run: {json.dumps(e['cpu_s'])} = {cpu_total:.1f} s "
+              f"({1000 * cpu_total / e['n']:.2f} CPU-ms per request)")  # fmt: skip
         if args.naive:
             nv = run_engine(args.naive, naive=True, tmp=tmp)
             report["naive"] = nv

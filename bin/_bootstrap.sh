@@ -8,4 +8,7 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
   export PATH="$HOME/.local/bin:$PATH"
 fi
-uv sync --frozen --quiet
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on CI machines)
+# every worker, beat and simulator process would otherwise recompile the openai and
+# anthropic SDKs from source, several CPU-seconds per process start.
+uv sync --frozen --quiet --compile-bytecode

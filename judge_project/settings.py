@@ -143,6 +143,12 @@ CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower
 CELERY_TASK_SEND_SENT_EVENT = True  # Flower
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# On a broker connection loss, cancel the acks_late tasks still running: their messages can
+# never be acked on the dead channel, and acking them there after a Redis restart raised
+# inside kombu's QoS and took the worker down (docs/PROOF_RESULTS.md finding 5). Every task
+# is idempotent and the tick re-drives work from Postgres, so a canceled task costs one
+# lease period at most. (Celery 6 makes this the default.)
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 2000, minimum=1)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Whole seconds: django-celery-beat stores intervals as integers (0.5 would become 0, a tick

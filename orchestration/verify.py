@@ -309,8 +309,35 @@ def _request_checks(c: _Collector, process: str, *, terminal: bool, canceled: bo
     )
 
 
+def _reference_checks(c: _Collector, process: str) -> None:
+    """Attempt rows pointing at a batch or prompt template that does not exist.
+
+    The two links carry no database constraint (see LlmRequest: the per-row trigger cost
+    too much at 10^6 rows), so the verifier is where a dangling one would show.
+    """
+    dangling = _all(
+        """
+        SELECT r.id FROM orchestration_llmrequest r
+        LEFT JOIN orchestration_llmbatch b ON b.id = r.batch_id
+        LEFT JOIN orchestration_prompttemplate t ON t.id = r.system_prompt_id
+        WHERE r.process = %(p)s
+          AND ((r.batch_id IS NOT NULL AND b.id IS NULL)
+               OR (r.system_prompt_id IS NOT NULL AND t.id IS NULL))
+        ORDER BY r.id
+        """,
+        {"p": process},
+    )
+    c.add(
+        "dangling_reference",
+        "attempt rows reference a batch or system prompt that does not exist",
+        len(dangling),
+        [row[0] for row in dangling],
+    )
+
+
 def _batch_checks(c: _Collector, process: str) -> None:
     """Per batch and process: one formation, at most one submission, one ending; counters."""
+    _reference_checks(c, process)
     p = {"p": process}
     rows = _all(
         """

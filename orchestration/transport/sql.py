@@ -8,7 +8,8 @@ SQLite default, where volumes are small.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
@@ -16,6 +17,36 @@ from django.db import connection
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@contextmanager
+def bound_cursor() -> Iterator[Any]:
+    """A Django cursor whose parameters travel separately from the SQL (PostgreSQL).
+
+    Django's psycopg 3 backend binds client-side by default: every element of a 1,000-row
+    array is quoted into the statement text in Python, which profiled as ~20% of the CPU of
+    applying a batch. The hot statements (arrays of ids and outputs) use a server-binding
+    cursor instead; it shares the connection, so it shares the transaction, and it is
+    wrapped like any Django cursor (error translation, query logging for tests). Elsewhere
+    (SQLite) it is the ordinary cursor.
+    """
+    if not is_postgres():
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    from django.db.backends.postgresql import base as pg_base
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    # django-stubs types make_cursor()'s argument as a CursorWrapper; it takes the raw cursor.
+    raw: Any = pg_base.ServerBindingCursor(connection.connection)  # type: ignore[call-arg]
+    wrapped = (
+        connection.make_debug_cursor(raw)
+        if connection.queries_logged
+        else connection.make_cursor(raw)
+    )
+    with wrapped as cursor:
+        yield cursor
 
 
 def update_from_rows(
@@ -50,7 +81,7 @@ def update_from_rows(
         )
         if returning_ids:
             sql += " RETURNING t.id"
-        with connection.cursor() as cursor:
+        with bound_cursor() as cursor:
             cursor.execute(sql, arrays)
             return [r[0] for r in cursor.fetchall()] if returning_ids else []
     # SQLite: one statement per row (demo-sized volumes); RETURNING needs SQLite >= 3.35.

@@ -25,17 +25,35 @@ from tests.transport.helpers import enqueue_bench
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _lapse(batch_id: int) -> None:
+    """The message that carried the lease was dropped: let its (short) lease run out."""
+    LlmBatch.objects.filter(pk=batch_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def _claim(status: str) -> str:
+    now = timezone.now()
+    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+    (claimed,) = _claim_leases(status, free, now + timedelta(seconds=60))
+    return claimed[1]
+
+
+def _submitted_and_polled(batch_id: int) -> str:
+    assert batches.batch_submit(batch_id=batch_id) == "submitted"
+    _lapse(batch_id)  # the first poll, handed over by the submit, never arrived
+    owner = _claim("running")
+    assert batches.batch_poll(batch_id=batch_id, lease_owner=owner) == "finalizing"
+    return owner
+
+
 def test_failed_finalize_does_not_hold_its_batch_for_the_whole_lease(
     simulator, monkeypatch
 ) -> None:
     monkeypatch.setattr(batches, "_enqueue", lambda *a, **k: None)  # no broker: drive by hand
     enqueue_bench(60)
     (batch_id,) = batches.batches_form(provider="openai", model="gpt-4.1-mini").batch_ids
-    assert batches.batch_submit(batch_id=batch_id) == "submitted"
-    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=timezone.now())
-    (claimed,) = _claim_leases("running", free, timezone.now() + timedelta(seconds=60))
-    owner = claimed[1]
-    assert batches.batch_poll(batch_id=batch_id, lease_owner=owner) == "finalizing"
+    owner = _submitted_and_polled(batch_id)
 
     real = OpenAIAdapter.iter_results
 
@@ -51,8 +69,48 @@ def test_failed_finalize_does_not_hold_its_batch_for_the_whole_lease(
     batch = LlmBatch.objects.get(pk=batch_id)
     assert batch.status == "finalizing"
     assert LlmRequest.objects.filter(batch_id=batch_id, status="in_flight").count() == 60
-    # The tick must be able to re-dispatch it soon, not after FINALIZE_LEASE_S (300 s).
+    # The tick must be able to re-dispatch it soon, not after a whole FINALIZE_LEASE_S.
     held_for = (
         (batch.lease_expires_at - timezone.now()).total_seconds() if batch.lease_expires_at else 0
     )
     assert held_for <= 60, f"a failed finalize keeps its lease for another {held_for:.0f}s"
+
+
+def test_lost_handoffs_are_redispatched_within_the_handoff_lease(simulator, monkeypatch) -> None:
+    """F3 (chaos seed 3002): a worker killed between the poll's commit of ``finalizing`` and
+    the send of ``batch_finalize`` left the batch under a 300 s finalize lease. Every lease
+    handed over with a message is now short; the receiving task extends it."""
+    sent: list[tuple[str, int, str | None]] = []
+    monkeypatch.setattr(
+        batches,
+        "_enqueue",
+        lambda task, bid, owner=None, countdown=0.0: sent.append((task, bid, owner)),
+    )
+    enqueue_bench(40)
+    (batch_id,) = batches.batches_form(provider="openai", model="gpt-4.1-mini").batch_ids
+    assert batches.batch_submit(batch_id=batch_id) == "submitted"
+    # submit -> first poll: sent with a countdown under a short lease.
+    batch = LlmBatch.objects.get(pk=batch_id)
+    assert sent[-1][:2] == ("batch_poll", batch_id)
+    assert batch.lease_owner == sent[-1][2]
+    assert batch.lease_expires_at is not None
+    assert (batch.lease_expires_at - timezone.now()).total_seconds() <= batches.HANDOFF_LEASE_S + 1
+    _lapse(batch_id)  # that message is lost; the tick takes over once the lease lapses
+    owner = _claim("running")
+    assert batches.batch_poll(batch_id=batch_id, lease_owner=owner) == "finalizing"
+    # poll -> finalize: the same owner, a short lease, the message "lost" (never run).
+    batch = LlmBatch.objects.get(pk=batch_id)
+    assert sent[-1] == ("batch_finalize", batch_id, owner)
+    assert batch.lease_expires_at is not None
+    assert (batch.lease_expires_at - timezone.now()).total_seconds() <= batches.HANDOFF_LEASE_S + 1
+    # A redelivered poll (the worker died after the commit) sends the finalize again.
+    assert batches.batch_poll(batch_id=batch_id, lease_owner=owner) == "finalize_resent"
+    assert sent[-1] == ("batch_finalize", batch_id, owner)
+    # Once the handoff lease lapses the tick hands the batch to a new finalizer; a stale
+    # message with the old owner is then a no-op, and only the new one applies the results.
+    _lapse(batch_id)
+    new_owner = _claim("finalizing")
+    assert new_owner != owner
+    assert batches.batch_finalize(batch_id=batch_id, lease_owner=owner) == "not_ours"
+    assert batches.batch_finalize(batch_id=batch_id, lease_owner=new_owner) == "finalized"
+    assert LlmRequest.objects.filter(batch_id=batch_id, status="succeeded").count() == 40

@@ -100,6 +100,11 @@ def _counter_lies(run: Run) -> None:
     Run.objects.filter(pk=run.pk).update(target_count=run.target_count + 1)
 
 
+def _dangling_batch(run: Run) -> None:
+    req = _score_request(run)
+    LlmRequest.objects.filter(pk=req.pk).update(batch_id=10**12)
+
+
 CASES: list[tuple[str, Callable[[Run], None], set[str]]] = [
     ("artifact deleted", _delete_artifact, {"succeeded_without_artifact"}),
     ("target lost", _lose_target, {"lost_target"}),
@@ -115,6 +120,7 @@ CASES: list[tuple[str, Callable[[Run], None], set[str]]] = [
     ("two terminal events", _second_terminal_event, {"ledger_terminal_event"}),
     ("ledger invents an exhaustion", _phantom_exhaustion, {"ledger_exhausted_mismatch"}),
     ("counter lies", _counter_lies, {"counter_targets"}),
+    ("attempt points at a missing batch", _dangling_batch, {"dangling_reference"}),
 ]
 
 

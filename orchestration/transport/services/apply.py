@@ -2,13 +2,17 @@
 
 One chunk (up to ~1,000 rows) is one transaction:
 
-1. lock the chunk's attempt rows that are still ``in_flight`` for this batch/lease (rows that
+1. claim the chunk's attempt rows that are still ``in_flight`` for this batch/lease (rows that
    were already applied, canceled, or never ours are skipped: redelivery and re-streaming a
    result file are therefore harmless);
 2. hand successful outputs to the domain handlers (artifacts written with unique
    constraints); collect their rejections (parse failures);
-3. mark succeeded/failed rows with one ``UPDATE ... FROM unnest`` (conditional on
-   ``status = 'in_flight'``);
+3. mark succeeded/failed rows with ``UPDATE ... FROM unnest`` (conditional on
+   ``status = 'in_flight'``). On PostgreSQL steps 1 and 3 are one statement: the UPDATE marks
+   each row by its provider outcome and returns what the handlers need, which also takes the
+   row locks; rows a handler rejects are then flipped to ``failed`` in the same transaction,
+   so no reader ever sees the intermediate state. This halves the statements and removes the
+   ``SELECT ... FOR UPDATE`` pass, whose tuple locks cost as much WAL as the update itself;
 4. for each failed row, insert attempt ``n+1`` (``INSERT ... SELECT`` copying the prompt in
    SQL, ``ON CONFLICT DO NOTHING``) with exponential backoff and jitter, or report the key as
    exhausted when attempts are used up or the error is permanent;
@@ -20,12 +24,15 @@ Nothing here does network I/O.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -37,7 +44,7 @@ from orchestration.transport.providers.base import (
     ResultRow,
     request_pk_from_custom_id,
 )
-from orchestration.transport.sql import update_from_rows
+from orchestration.transport.sql import bound_cursor, is_postgres, update_from_rows
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +141,130 @@ def backoff_seconds(
     return float(max(delay, 0.0))
 
 
+#: Price fields in a request's params, with the value used when absent or not a JSON number.
+#: ``_cost`` and ``_COST_SQL`` must agree (tests/transport/test_apply_sql.py checks it).
+_PRICE_DEFAULTS = {"input_price_per_mtok": 0.0, "output_price_per_mtok": 0.0, "batch_discount": 0.5}
+
+
+def _price(params: dict[str, object], name: str) -> float:
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return _PRICE_DEFAULTS[name]
+    return float(value)
+
+
 def _cost(params: dict[str, object], in_tok: int, out_tok: int, batch: bool) -> float:
-    try:
-        p_in = float(params.get("input_price_per_mtok", 0.0))  # type: ignore[arg-type]
-        p_out = float(params.get("output_price_per_mtok", 0.0))  # type: ignore[arg-type]
-        discount = float(params.get("batch_discount", 0.5))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-    factor = (1.0 - discount) if batch else 1.0
-    return factor * (in_tok * p_in + out_tok * p_out) / 1_000_000
+    factor = (1.0 - _price(params, "batch_discount")) if batch else 1.0
+    return (
+        factor
+        * (
+            in_tok * _price(params, "input_price_per_mtok")
+            + out_tok * _price(params, "output_price_per_mtok")
+        )
+        / 1_000_000
+    )
+
+
+def _price_sql(name: str) -> str:
+    return (
+        f"(CASE WHEN jsonb_typeof(t.params->'{name}') = 'number' "
+        f"THEN (t.params->>'{name}')::float8 ELSE {_PRICE_DEFAULTS[name]} END)"
+    )
+
+
+_COST_SQL = (
+    f"(CASE WHEN t.route = 'batch' THEN 1.0 - {_price_sql('batch_discount')} ELSE 1.0 END) * "
+    f"(v.input_tokens * {_price_sql('input_price_per_mtok')} "
+    f"+ v.output_tokens * {_price_sql('output_price_per_mtok')}) / 1000000.0"
+)
+
+#: (id, custom_key, attempt_index, process, stage, max_attempts, params, route, cost_usd)
+_Meta = tuple[int, str, int, str, str, int, dict[str, Any] | None, str | None, float]
+
+
+def _claim_and_mark_pg(
+    by_id: dict[int, Outcome], *, batch_id: int | None, lease_owner: str | None, now: datetime
+) -> dict[int, _Meta]:
+    """PostgreSQL: mark every still-ours row by its provider outcome in one UPDATE.
+
+    Returns the rows it marked (skipped ones are absent), with what handlers and retries need.
+    """
+    ids: list[int] = []
+    oks: list[bool] = []
+    outputs: list[str | None] = []
+    in_toks: list[int] = []
+    out_toks: list[int] = []
+    classes: list[str] = []
+    messages: list[str] = []
+    for rid, outcome in by_id.items():
+        ids.append(rid)
+        oks.append(outcome.ok)
+        outputs.append(outcome.output_text)
+        in_toks.append(outcome.input_tokens)
+        out_toks.append(outcome.output_tokens)
+        classes.append("" if outcome.ok else outcome.error_class or ErrorClass.UNKNOWN.value)
+        messages.append("" if outcome.ok else outcome.error_message[:20000])
+    extra = ""
+    args: list[Any] = [now, ids, oks, outputs, in_toks, out_toks, classes, messages]
+    if batch_id is not None:
+        extra += " AND t.batch_id = %s"
+        args.append(batch_id)
+    if lease_owner is not None:
+        extra += " AND t.lease_owner = %s"
+        args.append(lease_owner)
+    sql = (
+        "UPDATE orchestration_llmrequest AS t SET "
+        "status = CASE WHEN v.ok THEN 'succeeded' ELSE 'failed' END, "
+        "output_text = v.output_text, input_tokens = v.input_tokens, "
+        f"output_tokens = v.output_tokens, cost_usd = {_COST_SQL}, "
+        "error_class = v.error_class, error_message = v.error_message, completed_at = %s "
+        "FROM unnest(%s::bigint[], %s::boolean[], %s::text[], %s::integer[], %s::integer[], "
+        "%s::text[], %s::text[]) AS v(id, ok, output_text, input_tokens, output_tokens, "
+        "error_class, error_message) "
+        f"WHERE t.id = v.id AND t.status = 'in_flight'{extra} "
+        "RETURNING t.id, t.custom_key, t.attempt_index, t.process, t.stage, t.max_attempts, "
+        "CASE WHEN v.ok THEN NULL ELSE t.params END, t.route, t.cost_usd"
+    )
+    with bound_cursor() as cursor:
+        cursor.execute(sql, args)
+        return {row[0]: (*row[:6], _json(row[6]), *row[7:]) for row in cursor.fetchall()}
+
+
+def _json(value: object) -> dict[str, Any] | None:
+    """jsonb from a raw cursor: Django's PostgreSQL backend loads it as text, not a dict."""
+    if value is None or isinstance(value, dict):
+        return value
+    loaded = orjson.loads(value) if isinstance(value, str | bytes) else None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _reject_pg(rejected: list[tuple[int, str, str]]) -> dict[int, dict[str, Any] | None]:
+    """Flip rows a handler rejected from succeeded to failed; returns their params."""
+    with bound_cursor() as cursor:
+        cursor.execute(
+            "UPDATE orchestration_llmrequest AS t SET status = 'failed', "
+            "error_class = v.error_class, error_message = v.error_message "
+            "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, error_class, "
+            "error_message) WHERE t.id = v.id AND t.status = 'succeeded' "
+            "RETURNING t.id, t.params",
+            [[r[0] for r in rejected], [r[1] for r in rejected], [r[2] for r in rejected]],
+        )
+        return {row[0]: _json(row[1]) for row in cursor.fetchall()}
+
+
+def _select_for_update(
+    by_id: dict[int, Outcome], *, batch_id: int | None, lease_owner: str | None
+) -> dict[int, _Meta]:
+    """Portable path (SQLite): lock the still-ours rows; they are marked after the handlers."""
+    qs = LlmRequest.objects.filter(pk__in=list(by_id), status=RequestStatus.IN_FLIGHT)
+    if batch_id is not None:
+        qs = qs.filter(batch_id=batch_id)
+    if lease_owner is not None:
+        qs = qs.filter(lease_owner=lease_owner)
+    rows = qs.select_for_update().values_list(
+        "id", "custom_key", "attempt_index", "process", "stage", "max_attempts", "params", "route"
+    )
+    return {r[0]: (*r, 0.0) for r in rows}
 
 
 def outcomes_apply(
@@ -166,25 +288,12 @@ def outcomes_apply(
         by_id[outcome.request_id] = outcome
     now = timezone.now()
     with transaction.atomic():
-        qs = LlmRequest.objects.filter(pk__in=list(by_id), status=RequestStatus.IN_FLIGHT)
-        if batch_id is not None:
-            qs = qs.filter(batch_id=batch_id)
-        if lease_owner is not None:
-            qs = qs.filter(lease_owner=lease_owner)
-        rows = list(
-            qs.select_for_update().values_list(
-                "id",
-                "custom_key",
-                "attempt_index",
-                "process",
-                "stage",
-                "max_attempts",
-                "params",
-                "route",
-            )
-        )
-        stats.skipped += len(by_id) - len(rows)
-        meta = {r[0]: r for r in rows}
+        premarked = is_postgres()
+        if premarked:
+            meta = _claim_and_mark_pg(by_id, batch_id=batch_id, lease_owner=lease_owner, now=now)
+        else:
+            meta = _select_for_update(by_id, batch_id=batch_id, lease_owner=lease_owner)
+        stats.skipped += len(by_id) - len(meta)
 
         # 2. Domain handlers, grouped by key prefix, one call per prefix.
         rejections: dict[int, registry.Rejection] = {}
@@ -206,14 +315,15 @@ def outcomes_apply(
             handler = registry.handler_for(results[0].custom_key)
             rejections.update(handler.apply(results))
 
-        # 3. Mark attempts.
+        # 3. Mark attempts (on PostgreSQL only the rejected ones are left to flip).
         updates: list[tuple[object, ...]] = []
         failures: list[tuple[int, Outcome]] = []
-        for rid, (_, _key, _att, process, _stage, _max, params, route) in meta.items():
+        for rid, (_, _key, _att, process, _stage, _max, params, route, cost) in meta.items():
             outcome = by_id[rid]
             rejection = rejections.get(rid)
             in_tok, out_tok = outcome.input_tokens, outcome.output_tokens
-            cost = _cost(params or {}, in_tok, out_tok, batch=route == "batch")
+            if not premarked:
+                cost = _cost(params or {}, in_tok, out_tok, batch=route == "batch")
             stats.input_tokens += in_tok
             stats.output_tokens += out_tok
             stats.cost_usd += cost
@@ -223,42 +333,52 @@ def outcomes_apply(
                     (rid, "succeeded", outcome.output_text, in_tok, out_tok, cost, "", "", now)
                 )
                 stats.succeeded += 1
-            else:
-                if rejection is not None:
-                    outcome.error_class = rejection.error_class
-                    outcome.error_message = rejection.message
-                updates.append(
-                    (
-                        rid,
-                        "failed",
-                        outcome.output_text,
-                        in_tok,
-                        out_tok,
-                        cost,
-                        outcome.error_class or ErrorClass.UNKNOWN.value,
-                        outcome.error_message[:20000],
-                        now,
-                    )
+                continue
+            if rejection is not None:
+                outcome.error_class = rejection.error_class
+                outcome.error_message = rejection.message
+            updates.append(
+                (
+                    rid,
+                    "failed",
+                    outcome.output_text,
+                    in_tok,
+                    out_tok,
+                    cost,
+                    outcome.error_class or ErrorClass.UNKNOWN.value,
+                    outcome.error_message[:20000],
+                    now,
                 )
-                failures.append((rid, outcome))
-                stats.failed += 1
-        update_from_rows(
-            table="orchestration_llmrequest",
-            columns=[
-                ("id", "bigint"),
-                ("status", "text"),
-                ("output_text", "text"),
-                ("input_tokens", "integer"),
-                ("output_tokens", "integer"),
-                ("cost_usd", "double precision"),
-                ("error_class", "text"),
-                ("error_message", "text"),
-                ("completed_at", "timestamptz"),
-            ],
-            rows=updates,
-            where="t.status = 'in_flight'",
-            returning_ids=False,
-        )
+            )
+            failures.append((rid, outcome))
+            stats.failed += 1
+        if premarked:
+            rejected = [
+                (rid, by_id[rid].error_class, by_id[rid].error_message[:20000])
+                for rid in rejections
+                if rid in meta
+            ]
+            if rejected:
+                for rid, params in _reject_pg(rejected).items():
+                    meta[rid] = (*meta[rid][:6], params, *meta[rid][7:])
+        else:
+            update_from_rows(
+                table="orchestration_llmrequest",
+                columns=[
+                    ("id", "bigint"),
+                    ("status", "text"),
+                    ("output_text", "text"),
+                    ("input_tokens", "integer"),
+                    ("output_tokens", "integer"),
+                    ("cost_usd", "double precision"),
+                    ("error_class", "text"),
+                    ("error_message", "text"),
+                    ("completed_at", "timestamptz"),
+                ],
+                rows=updates,
+                where="t.status = 'in_flight'",
+                returning_ids=False,
+            )
         stats.applied = len(updates)
 
         # 4. Retries and exhaustion.
@@ -268,7 +388,7 @@ def outcomes_apply(
         exhausted: list[registry.ExhaustedKey] = []
         events: list[RunEvent] = []
         for rid, outcome in failures:
-            _, key, attempt, process, stage, max_attempts, params, _route = meta[rid]
+            _, key, attempt, process, stage, max_attempts, params, _route, _cost_usd = meta[rid]
             retryable = outcome.error_class in {c.value for c in RETRYABLE_CLASSES}
             if retryable and attempt < max_attempts:
                 p = params or {}
@@ -339,8 +459,8 @@ def requests_retry_insert(
         "custom_key, process, stage, provider, model, provider_model, system_prompt_id, "
         "user_prompt, params, prompt_version, max_attempts, est_input_tokens, batchable"
     )
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+    if is_postgres():
+        with bound_cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO orchestration_llmrequest ({cols_copy}, attempt_index, status, "
                 "route_hint, error_class, error_message, next_attempt_at, created_at) "
@@ -352,6 +472,7 @@ def requests_retry_insert(
                 [list(ids), list(due), list(route_hints)],
             )
             return int(cursor.rowcount)
+    with connection.cursor() as cursor:
         inserted = 0
         for rid, when, hint in zip(ids, due, route_hints, strict=True):
             cursor.execute(

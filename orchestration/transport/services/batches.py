@@ -58,25 +58,40 @@ from orchestration.transport.services.apply import (
     outcome_from_row,
     outcomes_apply,
 )
+from orchestration.transport.sql import bound_cursor, is_postgres
 
 logger = logging.getLogger(__name__)
 
 FINALIZE_CHUNK = 1000
 SUBMIT_LEASE_S = 600.0
 POLL_LEASE_S = 120.0
-FINALIZE_LEASE_S = 300.0
+FINALIZE_LEASE_S = 60.0  # renewed after every applied chunk (~1,000 rows, well under 1 s)
 MAX_FINALIZE_ATTEMPTS = 5
 FAILED_FINALIZE_RETRY_S = 15.0
+#: A lease handed over with a Celery message (submit -> poll, poll -> poll, poll -> finalize)
+#: is short: the receiving task extends it when it starts. If the message is lost (worker
+#: killed between commit and send, broker wiped), the tick re-claims the batch after this
+#: many seconds instead of after a full poll/finalize lease.
+HANDOFF_LEASE_S = 20.0
+#: Polls due within this many seconds are sent straight to the worker with a countdown
+#: (short ETAs are safe on Redis; long ones are left to the tick), so a fast batch is not
+#: held back by the tick's cadence.
+SELF_SCHEDULE_MAX_S = 8.0
 ROW_OVERHEAD_BYTES = 300  # JSONL envelope per request, for the byte limit
 
 
-def poll_delay(policy: TransportPolicy, polls_so_far: int) -> float:
-    """Seconds until the next poll: 1, 2, 4, ... capped at the policy's poll interval.
+FIRST_POLL_S = 0.25
 
-    Small or fast batches are noticed within a second or two; long ones (hours at a real
-    provider) settle at one status call per poll interval, which is what costs nothing.
+
+def poll_delay(policy: TransportPolicy, polls_so_far: int) -> float:
+    """Seconds until the next poll: 0.25, 0.5, 1, 2, ... capped at the policy's poll interval.
+
+    Small or fast batches are noticed within a fraction of a second (a batch slot is the
+    scarce resource: every second a finished batch waits is a second its slot is idle); long
+    ones (hours at a real provider) settle at one status call per poll interval after a handful
+    of early calls, which is what costs nothing.
     """
-    return float(min(policy.poll_interval_s, 2.0 ** max(polls_so_far, 0)))
+    return float(min(policy.poll_interval_s, FIRST_POLL_S * 2.0 ** max(polls_so_far, 0)))
 
 
 def _held_processes() -> Q:
@@ -191,12 +206,7 @@ def batches_form(*, provider: str, model: str, max_new: int = 4) -> FormResult:
             except IntegrityError:
                 limits.refund(reservation_id=f"batch:{key}")
                 break  # an identical shard exists (a racing tick formed it)
-            LlmRequest.objects.filter(pk__in=ids, status=RequestStatus.PENDING).update(
-                status=RequestStatus.IN_FLIGHT,
-                route=Route.BATCH,
-                batch=batch,
-                started_at=timezone.now(),
-            )
+            _assign_members(ids, batch.pk)
             _events_for_batch(batch, "batch_formed", {"requests": len(ids), "bytes": size})
             batch_id = batch.pk
             transaction.on_commit(partial(_enqueue, "batch_submit", batch_id))
@@ -205,18 +215,78 @@ def batches_form(*, provider: str, model: str, max_new: int = 4) -> FormResult:
     return FormResult(batch_ids=created, deferred_for_limits=deferred, leftover_small=leftover)
 
 
+def _assign_members(ids: list[int], batch_id: int) -> None:
+    """Move the shard's rows (locked by the caller) in flight under the new batch.
+
+    PostgreSQL gets the ids as one array parameter (server-side binding): thousands of
+    ``IN (%s, ...)`` placeholders quoted client-side cost more CPU than the update itself.
+    """
+    now = timezone.now()
+    if is_postgres():
+        with bound_cursor() as cursor:
+            cursor.execute(
+                "UPDATE orchestration_llmrequest SET status = 'in_flight', route = 'batch', "
+                "batch_id = %s, started_at = %s WHERE id = ANY(%s) AND status = 'pending'",
+                [batch_id, now, ids],
+            )
+        return
+    LlmRequest.objects.filter(pk__in=ids, status=RequestStatus.PENDING).update(
+        status=RequestStatus.IN_FLIGHT, route=Route.BATCH, batch_id=batch_id, started_at=now
+    )
+
+
 def _provider_model(request_id: int) -> str:
     return str(LlmRequest.objects.values_list("provider_model", flat=True).get(pk=request_id))
 
 
-def _enqueue(task: str, batch_id: int, lease_owner: str | None = None) -> None:
+def _enqueue(
+    task: str, batch_id: int, lease_owner: str | None = None, countdown: float = 0.0
+) -> None:
     from orchestration import tasks
 
     fn = getattr(tasks, task)
-    if lease_owner is None:
-        fn.delay(batch_id=batch_id)
-    else:
-        fn.delay(batch_id=batch_id, lease_owner=lease_owner)
+    kwargs: dict[str, object] = {"batch_id": batch_id}
+    if lease_owner is not None:
+        kwargs["lease_owner"] = lease_owner
+    fn.apply_async(kwargs=kwargs, countdown=countdown if countdown > 0 else None)
+
+
+def tick_kick() -> None:
+    """Ask for a tick now (after commit), e.g. because a batch slot was freed.
+
+    The tick is a singleton: a kick while one runs returns at once, and beat's next tick
+    covers a lost kick. Without it a freed slot waits for the next beat interval.
+    """
+    from orchestration import tasks
+
+    if _eager():
+        return  # tests that run tasks inline drive the tick themselves
+    transaction.on_commit(lambda: tasks.tick.delay())
+
+
+def _eager() -> bool:
+    """True when Celery runs tasks inline (tests): a countdown would be ignored there and a
+    self-scheduled poll would recurse instead of waiting, so the tick drives instead."""
+    from celery import current_app
+
+    return bool(current_app.conf.task_always_eager)
+
+
+def _handoff(task: str, batch_id: int, delay: float) -> str | None:
+    """Hand the batch to ``task`` in ``delay`` seconds under a short lease; None if too far.
+
+    Must run inside the transaction that writes the batch's new state; the message is sent
+    on commit and carries the lease owner, so a redelivered or stale message is a no-op.
+    """
+    if delay > SELF_SCHEDULE_MAX_S or _eager():
+        return None
+    owner = new_owner("poll" if task == "batch_poll" else "finalize")
+    LlmBatch.objects.filter(pk=batch_id).update(
+        lease_owner=owner,
+        lease_expires_at=timezone.now() + timedelta(seconds=delay + HANDOFF_LEASE_S),
+    )
+    transaction.on_commit(partial(_enqueue, task, batch_id, owner, delay))
+    return owner
 
 
 def _events_for_batch(batch: LlmBatch, event_type: str, payload: dict[str, object]) -> None:
@@ -357,6 +427,7 @@ def _mark_running(
                 "batch_recovered" if recovered else "batch_submitted",
                 {"provider_batch_id": info.provider_batch_id, "requests": batch.request_count},
             )
+            _handoff("batch_poll", batch.pk, poll_delay(policy, 0))
 
 
 def _submit_defer(batch: LlmBatch, owner: str, message: str, delay: float) -> None:
@@ -423,18 +494,25 @@ def _submit_failed(batch: LlmBatch, owner: str, exc: ProviderError, policy: Tran
 
 def batch_poll(*, batch_id: int, lease_owner: str) -> str:
     """Check one running batch; hand completed ones to finalize (same lease)."""
-    batch = LlmBatch.objects.filter(
-        pk=batch_id, status=BatchStatus.RUNNING, lease_owner=lease_owner
-    ).first()
-    if batch is None or not batch.provider_batch_id:
+    batch = LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).first()
+    if batch is not None and batch.status == BatchStatus.FINALIZING:
+        # This poll was redelivered after handing over (worker killed right after commit,
+        # before or after the send): send the finalize again; the lease makes it run once.
+        _enqueue("batch_finalize", batch_id, lease_owner)
+        return "finalize_resent"
+    if batch is None or batch.status != BatchStatus.RUNNING or not batch.provider_batch_id:
         return "not_ours"
     policy = transport_policy(provider=batch.provider, model=batch.model)
     now = timezone.now()
-    # Crash-loop guard: move next_poll_at forward before anything can raise.
-    LlmBatch.objects.filter(pk=batch_id).update(
-        next_poll_at=now + timedelta(seconds=poll_delay(policy, batch.poll_count + 1)),
+    # Crash-loop guard: move next_poll_at forward before anything can raise; take the
+    # handed-over lease for a whole poll.
+    next_delay = poll_delay(policy, batch.poll_count + 1)
+    if not LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
+        next_poll_at=now + timedelta(seconds=next_delay),
         poll_count=F("poll_count") + 1,
-    )
+        lease_expires_at=now + timedelta(seconds=POLL_LEASE_S),
+    ):
+        return "not_ours"
     try:
         info = get_adapter(batch.provider).get_batch(batch.provider_batch_id)
     except ProviderError as exc:
@@ -447,24 +525,30 @@ def batch_poll(*, batch_id: int, lease_owner: str) -> str:
         )
         return "poll_error"
     if info.state == BatchState.RUNNING:
-        LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
-            provider_status=info.raw_status, lease_owner=None, lease_expires_at=None
-        )
+        with transaction.atomic():
+            if LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
+                provider_status=info.raw_status, lease_owner=None, lease_expires_at=None
+            ):
+                _handoff("batch_poll", batch_id, next_delay)
         return "running"
     if info.state == BatchState.FAILED or not info.has_results:
         _batch_terminal_without_results(batch, lease_owner, info, policy)
         return "failed"
     with transaction.atomic():
-        LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
+        # A short lease over the handoff: if the finalize message is lost (the worker dies
+        # between this commit and the send) the tick re-dispatches in HANDOFF_LEASE_S.
+        moved = LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
             status=BatchStatus.FINALIZING,
             provider_status=info.raw_status,
             output_file_id=info.output_file_id,
             error_file_id=info.error_file_id,
             results_url=info.results_url,
-            lease_expires_at=timezone.now() + timedelta(seconds=FINALIZE_LEASE_S),
+            next_poll_at=timezone.now(),
+            lease_expires_at=timezone.now() + timedelta(seconds=HANDOFF_LEASE_S),
         )
-        transaction.on_commit(lambda: _enqueue("batch_finalize", batch_id, lease_owner))
-    return "finalizing"
+        if moved:
+            transaction.on_commit(partial(_enqueue, "batch_finalize", batch_id, lease_owner))
+    return "finalizing" if moved else "not_ours"
 
 
 def _batch_terminal_without_results(
@@ -536,6 +620,7 @@ def _batch_close(
                 "batch_completed" if status == BatchStatus.SUCCEEDED else "batch_failed",
                 {"status": raw_status, "counts": agg, "error": message[:500]},
             )
+            tick_kick()  # a slot is free: form the next shard now, not at the next beat
     limits.release(reservation_id=f"batch:{batch.batch_key}")
 
 
@@ -550,9 +635,10 @@ def batch_finalize(*, batch_id: int, lease_owner: str) -> str:
     ).first()
     if batch is None:
         return "not_ours"
-    LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
+    if not LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
         lease_expires_at=now + timedelta(seconds=FINALIZE_LEASE_S)
-    )
+    ):
+        return "not_ours"  # the handoff lease ran out and the tick gave the batch to another
     info = BatchInfo(
         provider_batch_id=batch.provider_batch_id or "",
         state=BatchState.COMPLETED,
