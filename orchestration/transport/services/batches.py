@@ -226,7 +226,7 @@ def _assign_members(ids: list[int], batch_id: int) -> None:
         with bound_cursor() as cursor:
             cursor.execute(
                 "UPDATE orchestration_llmrequest SET status = 'in_flight', route = 'batch', "
-                "batch_id = %s, started_at = %s WHERE id = ANY(%s) AND status = 'pending'",
+                "batch_id = %s, started_at = %s WHERE id = ANY(%s::bigint[]) AND status = 'pending'",
                 [batch_id, now, ids],
             )
         return
