@@ -123,6 +123,10 @@ else:
     # exceed the longest task (hard time limit below) or a slow task runs twice; it is kept
     # equal for broker and result backend so the two never disagree.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # kombu's Redis transport, except that a Redis restart no longer takes the worker
+        # down (judge_project/broker.py explains).
+        CELERY_BROKER_TRANSPORT = "judge_project.broker:RedisTransport"
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND")  # None: results are not stored
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_IGNORE_RESULT = True  # Postgres holds all state; results would only cost memory

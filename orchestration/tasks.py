@@ -11,13 +11,58 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from judge_project.logging import correlate
 
 logger = logging.getLogger(__name__)
 
 IDEMPOTENT: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+
+
+def submit_owner(task_id: str) -> str:
+    """The lease owner a ``batch_submit`` task claims with: derived from its task id, so the
+    worker's cancellation of that task can release that claim and no other."""
+    return f"submit:{task_id}"
+
+
+def direct_owner(task_id: str) -> str:
+    """The lease owner of a ``direct_calls`` runner task (see ``submit_owner``)."""
+    return f"direct:{task_id}"
+
+
+class BatchTask(Task):  # type: ignore[misc,type-arg]
+    """Base of the provider tasks: a task the worker terminates releases its leases.
+
+    Celery calls ``on_retry`` in the worker's main process with "cancelled by Celery" when
+    it terminates a running task (``worker_cancel_long_running_tasks_on_connection_loss``);
+    nothing else in this module retries, so that is the only way here.
+    """
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        if "cancelled by Celery" not in str(exc):
+            return
+        from orchestration.transport.services.batches import (
+            CANCELED_TASK_GRACE_S,
+            batch_task_canceled,
+        )
+        from orchestration.transport.services.direct import direct_task_canceled
+
+        try:
+            if self.name == "orchestration.direct_calls":
+                direct_task_canceled(
+                    owner=direct_owner(task_id),
+                    provider=kwargs["provider"],
+                    model=kwargs["model"],
+                    grace_s=CANCELED_TASK_GRACE_S,
+                )
+            elif "batch_id" in kwargs:
+                owner = kwargs.get("lease_owner") or submit_owner(task_id)
+                batch_task_canceled(task=self.name, batch_id=kwargs["batch_id"], lease_owner=owner)
+        except Exception:  # the database may be what went away; the lease then just runs out
+            logger.exception("could not release the lease of canceled task %s", task_id)
 
 
 @shared_task(name="orchestration.tick", ignore_result=True, **IDEMPOTENT)
@@ -28,15 +73,19 @@ def tick() -> dict[str, Any]:
     return {"ran": report.ran, "seconds": round(report.seconds, 3), "errors": report.errors}
 
 
-@shared_task(name="orchestration.batch_submit", bind=True, ignore_result=True, **IDEMPOTENT)
+@shared_task(
+    name="orchestration.batch_submit", bind=True, base=BatchTask, ignore_result=True, **IDEMPOTENT
+)
 def batch_submit(self: Any, *, batch_id: int) -> str:
     from orchestration.transport.services.batches import batch_submit as service
 
     with correlate(batch_id=batch_id, task_id=self.request.id):
-        return service(batch_id=batch_id)
+        return service(batch_id=batch_id, owner=submit_owner(self.request.id))
 
 
-@shared_task(name="orchestration.batch_poll", bind=True, ignore_result=True, **IDEMPOTENT)
+@shared_task(
+    name="orchestration.batch_poll", bind=True, base=BatchTask, ignore_result=True, **IDEMPOTENT
+)
 def batch_poll(self: Any, *, batch_id: int, lease_owner: str) -> str:
     from orchestration.transport.services.batches import batch_poll as service
 
@@ -44,7 +93,9 @@ def batch_poll(self: Any, *, batch_id: int, lease_owner: str) -> str:
         return service(batch_id=batch_id, lease_owner=lease_owner)
 
 
-@shared_task(name="orchestration.batch_finalize", bind=True, ignore_result=True, **IDEMPOTENT)
+@shared_task(
+    name="orchestration.batch_finalize", bind=True, base=BatchTask, ignore_result=True, **IDEMPOTENT
+)
 def batch_finalize(self: Any, *, batch_id: int, lease_owner: str) -> str:
     from orchestration.transport.services.batches import batch_finalize as service
 
@@ -60,12 +111,14 @@ def batch_cancel(self: Any, *, batch_id: int) -> str:
         return service(batch_id=batch_id)
 
 
-@shared_task(name="orchestration.direct_calls", bind=True, ignore_result=True, **IDEMPOTENT)
+@shared_task(
+    name="orchestration.direct_calls", bind=True, base=BatchTask, ignore_result=True, **IDEMPOTENT
+)
 def direct_calls(self: Any, *, provider: str, model: str) -> dict[str, int]:
     from orchestration.transport.services.direct import direct_run
 
     with correlate(task_id=self.request.id):
-        report = direct_run(provider=provider, model=model)
+        report = direct_run(provider=provider, model=model, owner=direct_owner(self.request.id))
     return {"calls": report.calls, "succeeded": report.succeeded, "failed": report.failed}
 
 

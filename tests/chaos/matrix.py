@@ -16,6 +16,7 @@ Exit status 1 when any run broke an invariant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -114,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                 connection.close()
                 call_command("flush", interactive=False, verbosity=0)
                 t0 = time.monotonic()
-                with tempfile.TemporaryDirectory(prefix=f"chaos-{name}-") as tmp:
+                keep = bool(os.environ.get("JUDGE_CHAOS_KEEP"))  # keep process logs
+                with (
+                    contextlib.nullcontext(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
+                    if keep
+                    else tempfile.TemporaryDirectory(prefix=f"chaos-{name}-")
+                ) as tmp:
                     try:
                         res = SCENARIOS[name](Path(tmp), seed, quick=args.quick)
                         row = {k: v for k, v in res.__dict__.items() if k != "report"}

@@ -114,3 +114,79 @@ def test_lost_handoffs_are_redispatched_within_the_handoff_lease(simulator, monk
     assert batches.batch_finalize(batch_id=batch_id, lease_owner=owner) == "not_ours"
     assert batches.batch_finalize(batch_id=batch_id, lease_owner=new_owner) == "finalized"
     assert LlmRequest.objects.filter(batch_id=batch_id, status="succeeded").count() == 40
+
+
+def test_a_submit_the_worker_terminates_releases_its_claim_soon(simulator, monkeypatch) -> None:
+    """F4R (chaos seed 4103): on a Redis restart Celery terminates running acks_late tasks;
+    a terminated submit left its batch ``submitting`` under a 600 s lease. The task's
+    ``on_retry`` ("cancelled by Celery", in the worker's main process) now releases exactly
+    its own claim, and the recovery lookup adopts the provider batch instead of resubmitting."""
+    from celery.exceptions import Retry
+
+    from orchestration import tasks
+
+    monkeypatch.setattr(batches, "_enqueue", lambda *a, **k: None)
+    enqueue_bench(30)
+    (batch_id,) = batches.batches_form(provider="openai", model="gpt-4.1-mini").batch_ids
+    real = OpenAIAdapter.submit_batch
+    killed: list[str] = []
+
+    def killed_after_create(self, **kwargs):  # the provider accepted it; then SIGTERM
+        real(self, **kwargs)
+        killed.append("after create")
+        raise SystemExit("terminated")
+
+    monkeypatch.setattr(OpenAIAdapter, "submit_batch", killed_after_create)
+    task_id = "task-4103"
+    with pytest.raises(SystemExit):
+        batches.batch_submit(batch_id=batch_id, owner=tasks.submit_owner(task_id))
+    monkeypatch.setattr(OpenAIAdapter, "submit_batch", real)
+    batch = LlmBatch.objects.get(pk=batch_id)
+    assert (batch.status, batch.lease_owner) == ("submitting", tasks.submit_owner(task_id))
+    # Another task's cancellation does not touch this claim...
+    tasks.batch_submit.on_retry(
+        Retry(message="cancelled by Celery"), "other-task", (), {"batch_id": batch_id}, None
+    )
+    assert LlmBatch.objects.get(pk=batch_id).lease_expires_at == batch.lease_expires_at
+    # ...its own does: the lease now ends within the grace period, not after 600 s.
+    tasks.batch_submit.on_retry(
+        Retry(message="cancelled by Celery"), task_id, (), {"batch_id": batch_id}, None
+    )
+    batch = LlmBatch.objects.get(pk=batch_id)
+    left = (batch.lease_expires_at - timezone.now()).total_seconds()
+    assert 0 < left <= batches.CANCELED_TASK_GRACE_S
+    _lapse(batch_id)
+    LlmBatch.objects.filter(pk=batch_id).update(next_poll_at=timezone.now())
+    assert batches.batch_submit(batch_id=batch_id) == "recovered"  # adopted, not resubmitted
+    assert killed == ["after create"]
+
+
+def test_a_direct_runner_the_worker_terminates_releases_its_rows_soon(simulator) -> None:
+    """F4R (seed 4104): a runner terminated on a Redis restart held its in-flight rows for
+    request_timeout + 60 s; its cancellation now ends them (and the runner lock) in 10 s."""
+    from celery.exceptions import Retry
+
+    from orchestration import tasks
+    from orchestration.models import SchedulerLock
+    from orchestration.transport.leases import lock_acquire
+    from orchestration.transport.services import direct
+
+    enqueue_bench(12, route_hint="direct")
+    owner = tasks.direct_owner("task-4104")
+    lock_acquire(name=direct.runner_lock_name("openai", "gpt-4.1-mini"), owner=owner, ttl_s=600)
+    ids = direct._claim(provider="openai", model="gpt-4.1-mini", owner=owner, limit=8, lease_s=600)
+    assert len(ids) == 8
+    tasks.direct_calls.on_retry(
+        Retry(message="cancelled by Celery"),
+        "task-4104",
+        (),
+        {"provider": "openai", "model": "gpt-4.1-mini"},
+        None,
+    )
+    limit = timezone.now() + timedelta(seconds=batches.CANCELED_TASK_GRACE_S)
+    leases = LlmRequest.objects.filter(pk__in=ids).values_list("lease_expires_at", flat=True)
+    assert all(lease is not None and lease <= limit for lease in leases)
+    lock = SchedulerLock.objects.get(name=direct.runner_lock_name("openai", "gpt-4.1-mini"))
+    assert lock.expires_at <= limit
+    # The rows no other runner claimed are untouched (still pending).
+    assert LlmRequest.objects.filter(status="pending").count() == 4

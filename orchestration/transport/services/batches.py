@@ -330,12 +330,14 @@ def _chat_requests(batch_id: int) -> Iterator[ChatRequest]:
 # --- submit -----------------------------------------------------------------------------
 
 
-def batch_submit(*, batch_id: int) -> str:
+def batch_submit(*, batch_id: int, owner: str | None = None) -> str:
     """Submit a queued batch, or recover a ``submitting`` one whose lease expired.
 
-    Returns a short outcome word (for logs and tests).
+    ``owner`` names the claim (the Celery task passes one derived from its task id, so a
+    cancellation of that task can release exactly this claim). Returns a short outcome word
+    (for logs and tests).
     """
-    owner = new_owner("submit")
+    owner = owner or new_owner("submit")
     now = timezone.now()
     claimable = Q(status=BatchStatus.QUEUED) | Q(
         status=BatchStatus.SUBMITTING, lease_expires_at__lt=now
@@ -756,6 +758,43 @@ def _finalize_retry_later(batch: LlmBatch, owner: str, exc: ProviderError) -> st
         last_error=f"finalize: {exc.error_class}: {exc.message}"[:2000],
     )
     return "finalize_retry"
+
+
+# --- a task killed by the worker ----------------------------------------------------------
+
+#: Seconds between the worker terminating a task (SIGTERM to its pool process) and the tick
+#: being allowed to hand its batch to someone else: enough for the process to be gone.
+CANCELED_TASK_GRACE_S = 10.0
+
+
+def batch_task_canceled(*, task: str, batch_id: int, lease_owner: str) -> int:
+    """Release the lease of a batch task that the worker terminated (e.g. on a broker loss).
+
+    Celery cancels running ``acks_late`` tasks when the broker connection drops (they could
+    never be acked); their leases would otherwise block the batch for a full lease: 10
+    minutes for a submit, whose outcome is unknown. The killed process holds nothing any
+    more, so after a short grace the tick re-dispatches: a ``submitting`` batch goes through
+    the recovery lookup by submission key (never a blind resubmit), a poll or finalize simply
+    runs again. Only the claim named by ``lease_owner`` is touched. Returns rows changed.
+    """
+    soon = timezone.now() + timedelta(seconds=CANCELED_TASK_GRACE_S)
+    statuses = {
+        "orchestration.batch_submit": BatchStatus.SUBMITTING,
+        "orchestration.batch_poll": BatchStatus.RUNNING,
+        "orchestration.batch_finalize": BatchStatus.FINALIZING,
+    }
+    status = statuses.get(task)
+    if status is None:
+        return 0
+    changed = LlmBatch.objects.filter(
+        pk=batch_id, status=status, lease_owner=lease_owner, lease_expires_at__gt=soon
+    ).update(lease_expires_at=soon, next_poll_at=soon)
+    if changed:
+        logger.warning(
+            "batch task canceled by the worker; lease released",
+            extra={"batch_id": batch_id, "task": task},
+        )
+    return changed
 
 
 # --- cancel -------------------------------------------------------------------------------

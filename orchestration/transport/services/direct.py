@@ -20,7 +20,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from orchestration.models import LlmRequest, RequestStatus, Route
+from orchestration.models import LlmRequest, RequestStatus, Route, SchedulerLock
 from orchestration.transport import limits
 from orchestration.transport.leases import lock_acquire, lock_release, new_owner
 from orchestration.transport.policy import TransportPolicy, transport_policy
@@ -204,7 +204,27 @@ def _claim_group(
     return requests, _Group(reservation_id=reservation, outstanding=len(requests)), 0.0
 
 
-def direct_run(*, provider: str, model: str, slice_s: float = RUNNER_SLICE_S) -> RunnerReport:
+def direct_task_canceled(*, owner: str, provider: str, model: str, grace_s: float) -> int:
+    """The worker terminated a runner (e.g. on a broker loss): end its leases after a grace.
+
+    Its in-flight rows then fail as "direct call lease expired" at the next tick and are
+    retried as new attempts (a call may have reached the provider; the verifier reports
+    those separately), and the runner lock is free for a new runner, instead of both waiting
+    out ``request_timeout + 60`` seconds. Returns the rows whose lease was shortened.
+    """
+    soon = timezone.now() + timedelta(seconds=grace_s)
+    changed = LlmRequest.objects.filter(
+        lease_owner=owner, status=RequestStatus.IN_FLIGHT, lease_expires_at__gt=soon
+    ).update(lease_expires_at=soon)
+    SchedulerLock.objects.filter(
+        name=runner_lock_name(provider, model), owner=owner, expires_at__gt=soon
+    ).update(expires_at=soon)
+    return changed
+
+
+def direct_run(
+    *, provider: str, model: str, slice_s: float = RUNNER_SLICE_S, owner: str | None = None
+) -> RunnerReport:
     """Run direct calls for one provider/model until nothing is due or the slice ends.
 
     A continuous pipeline, not lock-step rounds: up to ``direct_concurrency`` calls are in
@@ -217,7 +237,7 @@ def direct_run(*, provider: str, model: str, slice_s: float = RUNNER_SLICE_S) ->
     concurrency 8 and ~20% at 32 with 100 ms calls).
     """
     report = RunnerReport()
-    owner = new_owner("direct")
+    owner = owner or new_owner("direct")
     lock = runner_lock_name(provider, model)
     policy = transport_policy(provider=provider, model=model)
     lease_s = policy.request_timeout_s + 60.0
