@@ -85,11 +85,9 @@ def _configure_env() -> None:
 
 
 def _recreate_db() -> None:
-    import psycopg
+    from bench._db import recreate_database
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB_NAME}")
+    recreate_database(DB_NAME)
 
 
 # --- small helpers (local on purpose: importing bench_transport recreates jg_bench) ---------
