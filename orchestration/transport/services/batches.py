@@ -63,7 +63,9 @@ from orchestration.transport.sql import bound_cursor, is_postgres
 logger = logging.getLogger(__name__)
 
 FINALIZE_CHUNK = 1000
-SUBMIT_LEASE_S = 600.0
+SUBMIT_LEASE_MIN_S = 60.0
+#: Upload bandwidth assumed when sizing a submit lease (bytes/s): deliberately pessimistic.
+SUBMIT_LEASE_BYTES_PER_S = 1_000_000.0
 POLL_LEASE_S = 120.0
 FINALIZE_LEASE_S = 60.0  # renewed after every applied chunk (~1,000 rows, well under 1 s)
 MAX_FINALIZE_ATTEMPTS = 5
@@ -330,6 +332,21 @@ def _chat_requests(batch_id: int) -> Iterator[ChatRequest]:
 # --- submit -----------------------------------------------------------------------------
 
 
+def submit_lease_s(input_bytes: int) -> float:
+    """How long a submit may hold its batch before the tick treats the outcome as unknown.
+
+    It must outlast the submit's provider calls (an upload, then a create, each bounded by
+    ``JUDGE_PROVIDER_TIMEOUT_S`` between bytes) or a recovery could look the batch up before
+    it exists and submit it twice; beyond that every second is a second a killed worker's
+    batch stalls (a fixed 600 s did, in the chaos suite's F1). So: two call timeouts, plus
+    the upload at a pessimistic 1 MB/s, and never under a minute.
+    """
+    from django.conf import settings
+
+    timeout = float(getattr(settings, "JUDGE_PROVIDER_TIMEOUT_S", 120.0))
+    return max(SUBMIT_LEASE_MIN_S, 2 * timeout + input_bytes / SUBMIT_LEASE_BYTES_PER_S)
+
+
 def batch_submit(*, batch_id: int, owner: str | None = None) -> str:
     """Submit a queued batch, or recover a ``submitting`` one whose lease expired.
 
@@ -353,7 +370,7 @@ def batch_submit(*, batch_id: int, owner: str | None = None) -> str:
         .update(
             status=BatchStatus.SUBMITTING,
             lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=SUBMIT_LEASE_S),
+            lease_expires_at=now + timedelta(seconds=submit_lease_s(batch.input_bytes)),
             submit_started_at=F("submit_started_at") if recovering else now,
             updated_at=now,
         )
@@ -771,8 +788,8 @@ def batch_task_canceled(*, task: str, batch_id: int, lease_owner: str) -> int:
     """Release the lease of a batch task that the worker terminated (e.g. on a broker loss).
 
     Celery cancels running ``acks_late`` tasks when the broker connection drops (they could
-    never be acked); their leases would otherwise block the batch for a full lease: 10
-    minutes for a submit, whose outcome is unknown. The killed process holds nothing any
+    never be acked); their leases would otherwise block the batch for a full lease (at least
+    a minute for a submit, whose outcome is unknown). The killed process holds nothing any
     more, so after a short grace the tick re-dispatches: a ``submitting`` batch goes through
     the recovery lookup by submission key (never a blind resubmit), a poll or finalize simply
     runs again. Only the claim named by ``lease_owner`` is touched. Returns rows changed.
