@@ -71,15 +71,16 @@ class Processes:
     def spawn(self, name: str, argv: list[str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        log = log_path.open("ab")
-        popen = subprocess.Popen(
-            argv,
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: stop/kill takes the pool with it
-        )
+        # The child writes through its own copy of the descriptor; ours is closed at once.
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                argv,
+                cwd=BASE_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop/kill takes the pool with it
+            )
         child = Child(name=name, popen=popen, log_path=log_path)
         self.children.append(child)
         return child

@@ -9,6 +9,8 @@ re-derives anything a lost message left behind, so no task retries itself on err
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 from celery import Task, shared_task
@@ -20,15 +22,21 @@ logger = logging.getLogger(__name__)
 IDEMPOTENT: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
 
 
+def _task_owner(kind: str, task_id: str) -> str:
+    """``<kind>:<host>:<pid>:<task id>``: the leases.new_owner shape (host and pid say who
+    holds it), ending in the task id so a cancellation, handled in the worker's main process
+    (another pid), can find exactly that task's claim by its suffix."""
+    return f"{kind}:{socket.gethostname()[:30]}:{os.getpid()}:{task_id}"
+
+
 def submit_owner(task_id: str) -> str:
-    """The lease owner a ``batch_submit`` task claims with: derived from its task id, so the
-    worker's cancellation of that task can release that claim and no other."""
-    return f"submit:{task_id}"
+    """The lease owner a ``batch_submit`` task claims with (see ``_task_owner``)."""
+    return _task_owner("submit", task_id)
 
 
 def direct_owner(task_id: str) -> str:
-    """The lease owner of a ``direct_calls`` runner task (see ``submit_owner``)."""
-    return f"direct:{task_id}"
+    """The lease owner of a ``direct_calls`` runner task (see ``_task_owner``)."""
+    return _task_owner("direct", task_id)
 
 
 class BatchTask(Task):  # type: ignore[misc,type-arg]
@@ -53,14 +61,18 @@ class BatchTask(Task):  # type: ignore[misc,type-arg]
         try:
             if self.name == "orchestration.direct_calls":
                 direct_task_canceled(
-                    owner=direct_owner(task_id),
+                    owner_suffix=f":{task_id}",
                     provider=kwargs["provider"],
                     model=kwargs["model"],
                     grace_s=CANCELED_TASK_GRACE_S,
                 )
             elif "batch_id" in kwargs:
-                owner = kwargs.get("lease_owner") or submit_owner(task_id)
-                batch_task_canceled(task=self.name, batch_id=kwargs["batch_id"], lease_owner=owner)
+                batch_task_canceled(
+                    task=self.name,
+                    batch_id=kwargs["batch_id"],
+                    lease_owner=kwargs.get("lease_owner"),
+                    owner_suffix=f":{task_id}",
+                )
         except Exception:  # the database may be what went away; the lease then just runs out
             logger.exception("could not release the lease of canceled task %s", task_id)
 

@@ -784,7 +784,9 @@ def _finalize_retry_later(batch: LlmBatch, owner: str, exc: ProviderError) -> st
 CANCELED_TASK_GRACE_S = 10.0
 
 
-def batch_task_canceled(*, task: str, batch_id: int, lease_owner: str) -> int:
+def batch_task_canceled(
+    *, task: str, batch_id: int, lease_owner: str | None, owner_suffix: str
+) -> int:
     """Release the lease of a batch task that the worker terminated (e.g. on a broker loss).
 
     Celery cancels running ``acks_late`` tasks when the broker connection drops (they could
@@ -792,7 +794,9 @@ def batch_task_canceled(*, task: str, batch_id: int, lease_owner: str) -> int:
     a minute for a submit, whose outcome is unknown). The killed process holds nothing any
     more, so after a short grace the tick re-dispatches: a ``submitting`` batch goes through
     the recovery lookup by submission key (never a blind resubmit), a poll or finalize simply
-    runs again. Only the claim named by ``lease_owner`` is touched. Returns rows changed.
+    runs again. Only that task's claim is touched: the ``lease_owner`` it was handed (poll,
+    finalize), or for a submit the owner ending in ``owner_suffix`` (its task id). Returns
+    rows changed.
     """
     soon = timezone.now() + timedelta(seconds=CANCELED_TASK_GRACE_S)
     statuses = {
@@ -803,8 +807,13 @@ def batch_task_canceled(*, task: str, batch_id: int, lease_owner: str) -> int:
     status = statuses.get(task)
     if status is None:
         return 0
+    mine = (
+        Q(lease_owner=lease_owner)
+        if lease_owner
+        else Q(lease_owner__startswith="submit:", lease_owner__endswith=owner_suffix)
+    )
     changed = LlmBatch.objects.filter(
-        pk=batch_id, status=status, lease_owner=lease_owner, lease_expires_at__gt=soon
+        mine, pk=batch_id, status=status, lease_expires_at__gt=soon
     ).update(lease_expires_at=soon, next_poll_at=soon)
     if changed:
         logger.warning(

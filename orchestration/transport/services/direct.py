@@ -204,7 +204,7 @@ def _claim_group(
     return requests, _Group(reservation_id=reservation, outstanding=len(requests)), 0.0
 
 
-def direct_task_canceled(*, owner: str, provider: str, model: str, grace_s: float) -> int:
+def direct_task_canceled(*, owner_suffix: str, provider: str, model: str, grace_s: float) -> int:
     """The worker terminated a runner (e.g. on a broker loss): end its leases after a grace.
 
     Its in-flight rows then fail as "direct call lease expired" at the next tick and are
@@ -213,11 +213,18 @@ def direct_task_canceled(*, owner: str, provider: str, model: str, grace_s: floa
     out ``request_timeout + 60`` seconds. Returns the rows whose lease was shortened.
     """
     soon = timezone.now() + timedelta(seconds=grace_s)
+    # The runner's owner ends in its task id (orchestration.tasks.direct_owner).
     changed = LlmRequest.objects.filter(
-        lease_owner=owner, status=RequestStatus.IN_FLIGHT, lease_expires_at__gt=soon
+        lease_owner__startswith="direct:",
+        lease_owner__endswith=owner_suffix,
+        status=RequestStatus.IN_FLIGHT,
+        lease_expires_at__gt=soon,
     ).update(lease_expires_at=soon)
     SchedulerLock.objects.filter(
-        name=runner_lock_name(provider, model), owner=owner, expires_at__gt=soon
+        name=runner_lock_name(provider, model),
+        owner__startswith="direct:",
+        owner__endswith=owner_suffix,
+        expires_at__gt=soon,
     ).update(expires_at=soon)
     return changed
 

@@ -200,13 +200,13 @@ def _claim_leases(status: str, lease_free: Q, now: object) -> list[tuple[int, st
             return claimed
         # One statement for all of them (W6: one UPDATE per batch made the statements per
         # tick grow with the number of due batches). Owners stay unique per claim: this
-        # claim's fresh token plus the batch id.
+        # claim's fresh token (leases.new_owner's shape) with the batch id in its last part.
         token = new_owner("poll" if status == BatchStatus.RUNNING else "finalize")
         LlmBatch.objects.filter(pk__in=ids).update(
-            lease_owner=Concat(Value(f"{token}:"), Cast("id", CharField())),
+            lease_owner=Concat(Value(f"{token}-"), Cast("id", CharField())),
             lease_expires_at=timezone.now() + timedelta(seconds=POLL_LEASE_S),
         )
-        claimed = [(bid, f"{token}:{bid}") for bid in ids]
+        claimed = [(bid, f"{token}-{bid}") for bid in ids]
     return claimed
 
 
