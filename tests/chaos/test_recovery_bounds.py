@@ -190,3 +190,13 @@ def test_a_direct_runner_the_worker_terminates_releases_its_rows_soon(simulator)
     assert lock.expires_at <= limit
     # The rows no other runner claimed are untouched (still pending).
     assert LlmRequest.objects.filter(status="pending").count() == 4
+
+
+def test_submit_lease_covers_the_calls_and_no_more(settings) -> None:
+    """F1: a fixed 600 s submit lease stalled a batch for ten minutes after a kill -9. The
+    lease is now two provider timeouts plus the upload at 1 MB/s, and at least a minute."""
+    settings.JUDGE_PROVIDER_TIMEOUT_S = 6.0
+    assert batches.submit_lease_s(10_000) == batches.SUBMIT_LEASE_MIN_S
+    settings.JUDGE_PROVIDER_TIMEOUT_S = 120.0
+    assert batches.submit_lease_s(0) == 240.0
+    assert batches.submit_lease_s(200_000_000) == 440.0  # a 200 MB shard gets its upload time
