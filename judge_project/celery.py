@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "judge_project.settings")
 
@@ -84,6 +84,27 @@ def _preload(**_kwargs: Any) -> None:
     import orchestration.transport.services.batches
     import orchestration.transport.services.direct
     import orchestration.transport.services.tick  # noqa: F401
+    from orchestration.transport.providers import warm_clients
+
+    warm_clients()  # TLS contexts and HTTP pools: ~0.3 CPU-s per child, paid before any task
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _db_hygiene(sender: Any = None, **_kwargs: Any) -> None:
+    """Around each task, what Django does around a request: ``close_old_connections()``.
+
+    It drops a connection that is past CONN_MAX_AGE, left in a broken state, or (with
+    CONN_HEALTH_CHECKS) fails its check on first use, and keeps a healthy one for the next
+    task. Celery's own fixup would close every connection instead (settings.py
+    ``CELERY_DB_REUSE_MAX``). Eager tasks run inside the caller's transaction: left alone.
+    """
+    request = getattr(sender, "request", None)
+    if getattr(request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @setup_logging.connect

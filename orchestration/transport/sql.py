@@ -8,8 +8,9 @@ SQLite default, where volumes are small.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -53,6 +54,33 @@ def bound_cursor() -> Iterator[Any]:
         yield cursor
 
 
+def pg_array(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal (``{1,2}``, ``{"a \\"b\\"",NULL}``) for ``%s::<type>[]``.
+
+    Why not pass the list: psycopg quotes each element of a list parameter in Python, which
+    profiled at ~10 ms of CPU per 1,000-row apply chunk (a seventh of a worker's CPU in a
+    batch run); joining one literal costs ~1 ms. Every non-integer element is quoted, with
+    backslash and double quote escaped, which is valid for any element type PostgreSQL
+    parses from text (text, timestamptz, numeric, boolean). The cast in the statement gives
+    the element type.
+    """
+    parts: list[str] = []
+    append = parts.append
+    for value in values:
+        if value is None:
+            append("NULL")
+        elif value is True or value is False:
+            append("t" if value else "f")
+        elif type(value) is int:
+            append(str(value))
+        elif isinstance(value, dict | list | tuple | bytes | bytearray):
+            raise TypeError(f"pg_array takes scalars, not {type(value).__name__}")
+        else:
+            text = value.isoformat() if isinstance(value, datetime) else str(value)
+            append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"
+
+
 def update_from_rows(
     *,
     table: str,
@@ -76,7 +104,7 @@ def update_from_rows(
     set_clause = ", ".join(f"{name} = v.{name}" for name in names[1:])
     extra = f" AND ({where})" if where else ""
     if is_postgres():
-        arrays = [[row[i] for row in rows] for i in range(len(names))]
+        arrays = [pg_array(row[i] for row in rows) for i in range(len(names))]
         unnest = ", ".join(f"%s::{pg_type}[]" for _, pg_type in columns)
         sql = (
             f"UPDATE {table} AS t SET {set_clause} "

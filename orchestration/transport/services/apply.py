@@ -44,7 +44,7 @@ from orchestration.transport.providers.base import (
     ResultRow,
     request_pk_from_custom_id,
 )
-from orchestration.transport.sql import bound_cursor, is_postgres, update_from_rows
+from orchestration.transport.sql import bound_cursor, is_postgres, pg_array, update_from_rows
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,10 @@ def _claim_and_mark_pg(
         classes.append("" if outcome.ok else outcome.error_class or ErrorClass.UNKNOWN.value)
         messages.append("" if outcome.ok else outcome.error_message[:20000])
     extra = ""
-    args: list[Any] = [now, ids, oks, outputs, in_toks, out_toks, classes, messages]
+    args: list[Any] = [
+        now,
+        *map(pg_array, (ids, oks, outputs, in_toks, out_toks, classes, messages)),
+    ]
     if batch_id is not None:
         extra += " AND t.batch_id = %s"
         args.append(batch_id)
@@ -247,7 +250,11 @@ def _reject_pg(rejected: list[tuple[int, str, str]]) -> dict[int, dict[str, Any]
             "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, error_class, "
             "error_message) WHERE t.id = v.id AND t.status = 'succeeded' "
             "RETURNING t.id, t.params",
-            [[r[0] for r in rejected], [r[1] for r in rejected], [r[2] for r in rejected]],
+            [
+                pg_array(r[0] for r in rejected),
+                pg_array(r[1] for r in rejected),
+                pg_array(r[2] for r in rejected),
+            ],
         )
         return {row[0]: _json(row[1]) for row in cursor.fetchall()}
 
@@ -469,7 +476,7 @@ def requests_retry_insert(
                 "v.due, now() FROM orchestration_llmrequest r "
                 "JOIN unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS v(id, due, hint) "
                 "ON r.id = v.id ON CONFLICT (custom_key, attempt_index) DO NOTHING",
-                [list(ids), list(due), list(route_hints)],
+                [pg_array(ids), pg_array(due), pg_array(route_hints)],
             )
             return int(cursor.rowcount)
     with connection.cursor() as cursor:

@@ -58,7 +58,7 @@ from orchestration.transport.services.apply import (
     outcome_from_row,
     outcomes_apply,
 )
-from orchestration.transport.sql import bound_cursor, is_postgres
+from orchestration.transport.sql import bound_cursor, is_postgres, pg_array
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def _assign_members(ids: list[int], batch_id: int) -> None:
             cursor.execute(
                 "UPDATE orchestration_llmrequest SET status = 'in_flight', route = 'batch', "
                 "batch_id = %s, started_at = %s WHERE id = ANY(%s::bigint[]) AND status = 'pending'",
-                [batch_id, now, ids],
+                [batch_id, now, pg_array(ids)],
             )
         return
     LlmRequest.objects.filter(pk__in=ids, status=RequestStatus.PENDING).update(
