@@ -11,6 +11,20 @@ per run and the table (scenario, runs, failed runs, lost, duplicate artifacts, e
 submissions, recovery time), and appends every result to ``var/chaos/matrix.jsonl``.
 Scenarios that restart the shared Redis or Postgres (F4R, F5) run only with ``JUDGE_CHAOS=1``.
 Exit status 1 when any run broke an invariant.
+
+Those restarts hit whatever the URLs point at. To keep the machine's shared services (and
+anything else using them) out of it, give the matrix private ones::
+
+    runuser -u postgres -- initdb -D /tmp/jg-chaos-pg
+    runuser -u postgres -- pg_ctl -D /tmp/jg-chaos-pg -o "-p 5433 -k /tmp" -l /tmp/jg-chaos-pg.log start
+    redis-server --port 6380 --daemonize yes --save "" --appendonly no --dir /tmp
+    JUDGE_CHAOS=1 JUDGE_CHAOS_PGDATA=/tmp/jg-chaos-pg \\
+      DATABASE_URL=postgres://postgres@127.0.0.1:5433/jg_chaos \\
+      CELERY_BROKER_URL=redis://127.0.0.1:6380/0 JUDGE_REDIS_URL=redis://127.0.0.1:6380/1 \\
+      uv run python -m tests.chaos.matrix --runs 10
+
+F5 then restarts the private cluster with ``pg_ctl -m immediate``, F4R the Redis on the
+broker URL's port.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ land; it is printed with every result so ``JUDGE_CHAOS_SEED=<seed>`` replays the
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import redis
 from django.conf import settings
@@ -165,23 +167,32 @@ def _flush_redis() -> None:
         redis.Redis.from_url(settings.JUDGE_REDIS_URL).flushdb()
 
 
-REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-    "--logfile", "/var/log/redis/ci.log",
-]  # fmt: skip
+def _redis_port() -> int:
+    """The broker's Redis port: 6379 (the machine's shared Redis) unless the matrix was
+    pointed at a private instance (``tests/chaos/matrix.py`` shows how)."""
+    return urlparse(settings.CELERY_BROKER_URL).port or 6379
+
+
+def _redis_start(port: int) -> list[str]:
+    shared = port == 6379
+    return [
+        "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(port),
+        "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis" if shared else "/tmp",
+        "--logfile", "/var/log/redis/ci.log" if shared else f"/tmp/jg-chaos-redis-{port}.log",
+    ]  # fmt: skip
 
 
 def redis_restart() -> float:
     """Shut Redis down without saving (every message gone) and start it again; seconds down."""
+    port = str(_redis_port())
     t0 = time.monotonic()
     subprocess.run(
-        ["redis-cli", "-p", "6379", "shutdown", "nosave"], check=False, capture_output=True
+        ["redis-cli", "-p", port, "shutdown", "nosave"], check=False, capture_output=True
     )
     time.sleep(0.5)
-    subprocess.run(REDIS_START, check=False, capture_output=True)
+    subprocess.run(_redis_start(int(port)), check=False, capture_output=True)
     ok = wait_until(
-        lambda: subprocess.run(["redis-cli", "-p", "6379", "ping"], capture_output=True, text=True,
+        lambda: subprocess.run(["redis-cli", "-p", port, "ping"], capture_output=True, text=True,
                                check=False).stdout.strip() == "PONG",
         timeout=30,
     )  # fmt: skip
@@ -247,26 +258,28 @@ def f4_redis_restart(tmp: Path, seed: int, *, quick: bool = False) -> ScenarioRe
 # --- F5 Postgres immediate restart ---------------------------------------------------------------
 
 
-def pg_restart() -> float:
-    t0 = time.monotonic()
+def _pg_restart_command() -> list[str]:
+    """``pg_ctl`` on a private cluster when ``JUDGE_CHAOS_PGDATA`` names one, else the
+    machine's cluster through ``pg_ctlcluster``; both with ``-m immediate`` (a crash)."""
+    pgdata = os.environ.get("JUDGE_CHAOS_PGDATA")
+    if pgdata:
+        runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        port = str(settings.DATABASES["default"].get("PORT") or 5432)
+        return [*runas, "pg_ctl", "-D", pgdata, "-o", f"-p {port} -k /tmp", "-l",
+                f"{pgdata}.log", "-m", "immediate", "-w", "restart"]  # fmt: skip
     version = subprocess.run(
         ["ls", "/etc/postgresql"], capture_output=True, text=True, check=False
     ).stdout.split()[0]
-    subprocess.run(
-        [
-            "pg_ctlcluster",
-            "--skip-systemctl-redirect",
-            version,
-            "main",
-            "restart",
-            "-m",
-            "immediate",
-        ],
-        check=False,
-        capture_output=True,
-    )
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m",
+            "immediate"]  # fmt: skip
+
+
+def pg_restart() -> float:
+    t0 = time.monotonic()
+    port = str(settings.DATABASES["default"].get("PORT") or 5432)
+    subprocess.run(_pg_restart_command(), check=False, capture_output=True)
     wait_until(
-        lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True,
+        lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", port], capture_output=True,
                                check=False).returncode == 0,
         timeout=60,
     )  # fmt: skip

@@ -196,3 +196,13 @@ def related(issue_path: str, mutated: str) -> bool:
         or issue_path.startswith((mutated + ".", mutated + "["))
         or mutated.startswith((issue_path + ".", issue_path + "["))
     )
+
+
+def names_mutation(issue: dict[str, str], mutated: str) -> bool:
+    """Whether an issue is about the mutated path: at it, inside it or above it, or, when
+    the mutation broke a reference elsewhere (``models`` deleted while ``scoring.model``
+    still names one of its entries), its fix names the mutated key (``under `models```)."""
+    if related(issue["path"], mutated):
+        return True
+    key = mutated.rsplit(".", 1)[-1].split("[", 1)[0]
+    return bool(key) and f"`{key}`" in issue["fix"]

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from configs_app.importfile import document_from_data
 from configs_app.models import ConfigTemplate
 from configs_app.spec import SpecError, normalize_spec, spec_signature
-from tests.fuzz.strategies import Mutated, mutated_specs, related
+from tests.fuzz.strategies import Mutated, mutated_specs, names_mutation
 
 FUZZ = settings(
     max_examples=1000,
@@ -40,7 +40,7 @@ def _assert_clear(exc: SpecError, mutated: Mutated, *, prefix: str = "") -> None
         assert issue["message"].strip(), f"issue without a message: {issue}"
     paths = [f"{prefix}{p}" for p in mutated.paths]
     if paths:
-        assert any(related(i["path"], p) for i in exc.issues for p in paths), (
+        assert any(names_mutation(i, p) for i in exc.issues for p in paths), (
             f"no issue names a mutated field {paths}: {exc.issues}"
         )
 
@@ -219,3 +219,22 @@ def test_nul_character_in_a_config_string_is_a_clear_error(tmp_path: Path) -> No
         call_command("configs", "import", str(path), stdout=io.StringIO())
     assert "spec.rubric.concept" in str(info.value)
     assert ConfigTemplate.objects.count() == 0
+
+
+def test_deleted_model_table_is_reported_at_the_reference() -> None:
+    """Regression (found by ``test_template_documents``): deleting ``models`` while
+    ``scoring.model`` names one of its entries is reported at the reference, with a fix that
+    names ``models``; the oracle counts that as naming the mutation."""
+    spec = {
+        "rubric": {"model": "gpt-4.1-mini", "scale_size": 4, "concept": "fascism"},
+        "scoring": {"model": "gpt-x", "method": "subset", "evidence_view": "l2_neutralized"},
+        "sample_count": 10,
+        "evidence": {"pool_tag": "demo-pool"},
+    }
+    with pytest.raises(SpecError) as info:
+        document_from_data({"template_id": "fuzz-t", "spec": spec}, source="fuzz.yaml")
+    issues = info.value.issues
+    assert [i["path"] for i in issues] == ["spec.scoring.model"]
+    _assert_clear(info.value, Mutated(doc=spec, paths=["models"], kinds=["delete"]), prefix="spec.")
+    with pytest.raises(AssertionError, match="no issue names a mutated field"):
+        _assert_clear(info.value, Mutated(doc=spec, paths=["sample_count"], kinds=["delete"]))
