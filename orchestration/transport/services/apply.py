@@ -207,7 +207,7 @@ def _claim_and_mark_pg(
     extra = ""
     args: list[Any] = [
         now,
-        *map(pg_array, (ids, oks, outputs, in_toks, out_toks, classes, messages)),
+        *(pg_array(column) for column in (ids, oks, outputs, in_toks, out_toks, classes, messages)),
     ]
     if batch_id is not None:
         extra += " AND t.batch_id = %s"
