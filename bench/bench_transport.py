@@ -133,6 +133,7 @@ def w4_floor(n: int) -> float:
     """COPY requests, COPY + UPDATE ... FROM results, JSONL encode/parse of the payloads."""
     with connection.cursor() as c:
         c.execute("DROP TABLE IF EXISTS bench_floor4")
+        c.execute("DROP TABLE IF EXISTS bench_res")
         c.execute("CREATE TABLE bench_floor4 (id bigint primary key, prompt text, output text)")
         c.execute("CREATE TEMP TABLE bench_res (id bigint, output text)")
     t0 = time.perf_counter()
@@ -429,11 +430,15 @@ def main() -> None:
               f"ratio to floor {r['ratio_to_floor']:.2f}x, peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
     if args.w4:
         e = run_engine(args.w4, naive=False, tmp=tmp)
-        floor = w4_floor(args.w4)
+        # The best of three: the floor is in-process work whose time varies by a third from
+        # one measurement to the next on a shared machine; the fastest is the strictest baseline.
+        floors = [w4_floor(args.w4) for _ in range(3)]
+        floor = min(floors)
         calls: dict[str, object] = e["sim_stats"]  # type: ignore[assignment]
-        report["W4"] = {**e, "floor_s": floor}
+        report["W4"] = {**e, "floor_s": floor, "floor_runs_s": floors}
         print(f"W4 batch end to end {e['n']:,} requests: {e['seconds']:.1f} s "
-              f"({e['req_per_s']:,.0f} req/s) in {e['batches']} batches; floor {floor:.2f} s "
+              f"({e['req_per_s']:,.0f} req/s) in {e['batches']} batches; floor {floor:.2f} s (best of "
+              f"{', '.join(f'{f:.2f}' for f in floors)}) "
               f"-> ratio to floor {e['seconds'] / floor:.1f}x; worker peak RSS "
               f"{e['worker_peak_rss_mb']:.0f} MB")  # fmt: skip
         print(f"   simulator calls: {json.dumps(calls.get('calls', calls))[:400]}")
