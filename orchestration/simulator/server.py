@@ -30,18 +30,29 @@ from orchestration.simulator.state import SimState
 
 log = logging.getLogger(__name__)
 
+# nginx's convention for "the client closed the connection before the response".
+CLIENT_CLOSED_REQUEST = 499
+
 
 @web.middleware
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unexpected exceptions become a 500 in the provider's error envelope (and a log line)."""
+    """Unexpected exceptions become a 500 in the provider's error envelope (and a log line).
+
+    A client that goes away mid-request (a worker killed or timed out while uploading) is
+    routine for a provider: one INFO line, not aiohttp's ERROR traceback for every such
+    request, which buried real failures in the logs of chaos runs and demos.
+    """
     try:
         return await handler(request)
     except web.HTTPException:
         raise
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        log.info("client went away during %s %s", request.method, request.path)
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except Exception:
         log.exception("simulator handler failed: %s %s", request.method, request.path)
         provider = "anthropic" if request.path.startswith("/anthropic/") else "openai"
