@@ -11,7 +11,8 @@ run (``window:<id>``, artifacts are the ``lN_*`` content columns); ``verify_proc
 transport-level invariants of any process (``bench:<n>`` load tests). Checks:
 
 * **requests** (invariant 2, 4): attempts per key are contiguous ``1..n``, none beyond
-  ``max_attempts``, only the last attempt may be non-failed; a failed last attempt is a real
+  ``max_attempts`` (a retry after a 429 carries one more: 429s do not use up attempts, and
+  nothing else may change the limit), only the last attempt may be non-failed; a failed last attempt is a real
   exhaustion (attempts used up or a non-retryable class); nothing pending or in flight once
   the owner is terminal; no attempt still in flight inside a finished batch;
 * **targets** (2): every target of every materialized stage is final: artifact, exhausted,
@@ -247,14 +248,23 @@ def _request_checks(c: _Collector, process: str, *, terminal: bool, canceled: bo
     )
     c.add("attempt_over_limit", "attempt index beyond max_attempts", over, over_ex)
     # Only the last attempt of a key may be anything but failed.
-    (nonlast, nonlast_ex) = _one(
+    # A retry keeps its predecessor's max_attempts, or one more after a 429 (which does not
+    # use up an attempt); anything else would let a key retry beyond its policy.
+    (nonlast, nonlast_ex, raised, raised_ex) = _one(
         """
-        SELECT count(*), (array_agg(r.custom_key || '#' || r.attempt_index || ':' || r.status
-                                    ORDER BY r.id))[1:5]
-        FROM orchestration_llmrequest r
-        JOIN orchestration_llmrequest n
-          ON n.custom_key = r.custom_key AND n.attempt_index = r.attempt_index + 1
-        WHERE r.process = %(p)s AND r.status <> 'failed'
+        SELECT count(*) FILTER (WHERE r.status <> 'failed'),
+               (array_agg(r.custom_key || '#' || r.attempt_index || ':' || r.status
+                          ORDER BY r.id) FILTER (WHERE r.status <> 'failed'))[1:5],
+               count(*) FILTER (WHERE n.max_attempts <> r.max_attempts AND NOT (
+                   n.max_attempts = r.max_attempts + 1 AND r.error_class = 'rate_limit')),
+               (array_agg(n.custom_key || '#' || n.attempt_index || ' max ' || r.max_attempts
+                          || '->' || n.max_attempts || ' after ' || r.error_class ORDER BY n.id)
+                 FILTER (WHERE n.max_attempts <> r.max_attempts AND NOT (
+                   n.max_attempts = r.max_attempts + 1 AND r.error_class = 'rate_limit')))[1:5]
+        FROM orchestration_llmrequest n
+        JOIN orchestration_llmrequest r
+          ON r.custom_key = n.custom_key AND r.attempt_index = n.attempt_index - 1
+        WHERE n.process = %(p)s AND n.attempt_index > 1
         """,
         p,
     )
@@ -263,6 +273,12 @@ def _request_checks(c: _Collector, process: str, *, terminal: bool, canceled: bo
         "an attempt that has a successor is not failed (two live attempts for one key)",
         nonlast,
         nonlast_ex,
+    )
+    c.add(
+        "attempt_limit_changed",
+        "a retry's max_attempts differs from its predecessor's other than +1 after a 429",
+        raised,
+        raised_ex,
     )
     if not canceled:
         c.add(

@@ -26,6 +26,7 @@ def enqueue_bench(
     max_attempts: int = 3,
     backoff_s: float = 0.0,
     start: int = 0,
+    params: dict[str, Any] | None = None,
 ) -> int:
     model, provider_model = MODELS[provider]
     specs = [
@@ -41,7 +42,7 @@ def enqueue_bench(
             max_output_tokens=64,
             max_attempts=max_attempts,
             route_hint=route_hint,
-            params={"backoff_s": backoff_s, "jitter": 0.0},
+            params={"backoff_s": backoff_s, "jitter": 0.0, **(params or {})},
         )
         for i in range(start, start + n)
     ]

@@ -131,3 +131,60 @@ def test_parse_failures_exhaust_with_raw_output_kept(simulator, eager_celery, mo
     assert all(r.output_text for r in rows)  # raw output kept on every failed attempt
     assert set(rows.values_list("error_class", flat=True)) == {"parse"}
     assert not LlmRequest.objects.filter(attempt_index=4).exists()
+
+
+def test_429s_do_not_use_up_attempts(simulator, eager_celery) -> None:
+    """Six 429s over two keys allowed two attempts each: both keys still succeed."""
+    from orchestration.verify import verify_process
+
+    sim_post(
+        f"{simulator.url}/_sim/faults",
+        {"faults": [{"fault": "http_429", "count": 6, "retry_after": 0, "ops": ["chat"]}]},
+    )
+    enqueue_bench(2, route_hint="direct", max_attempts=2)
+    drive_transport()
+    assert LlmRequest.objects.filter(status="succeeded").count() == 2
+    limited = LlmRequest.objects.filter(status="failed", error_class="rate_limit")
+    assert limited.count() == 6
+    for key in ("bench:0", "bench:1"):
+        rows = list(LlmRequest.objects.filter(custom_key=key).order_by("attempt_index"))
+        n_429 = sum(r.error_class == "rate_limit" for r in rows)
+        assert rows[-1].status == "succeeded"
+        assert rows[-1].max_attempts == 2 + n_429  # each 429 gave the attempt back
+    _one_result_per_key()
+    report = verify_process(process="bench:1", terminal=True)
+    assert report.ok, report.violations
+
+
+def test_429_extensions_are_capped(simulator, eager_celery) -> None:
+    """A 429 storm ends: after ``rate_limit_retries`` extensions a 429 counts again."""
+    from orchestration.models import RunEvent
+
+    sim_post(
+        f"{simulator.url}/_sim/faults",
+        {"faults": [{"fault": "http_429", "rate": 1.0, "retry_after": 0, "ops": ["chat"]}]},
+    )
+    enqueue_bench(1, route_hint="direct", max_attempts=2, params={"rate_limit_retries": 2})
+    drive_transport()
+    rows = list(LlmRequest.objects.filter(custom_key="bench:0").order_by("attempt_index"))
+    # attempts 1 and 2 extended the limit (2 -> 3 -> 4); 3 and 4 counted: exhausted at 4.
+    assert [r.max_attempts for r in rows] == [2, 3, 4, 4]
+    assert {r.status for r in rows} == {"failed"}
+    events = RunEvent.objects.filter(process="bench:1", custom_key="bench:0")
+    assert events.filter(event_type="request_exhausted").count() == 1
+    assert events.filter(payload__attempt_not_counted=True).count() == 2
+
+
+def test_verifier_flags_a_limit_raised_without_a_429(simulator, eager_celery) -> None:
+    from orchestration.verify import verify_process
+
+    sim_post(
+        f"{simulator.url}/_sim/faults",
+        {"faults": [{"fault": "http_500", "count": 1, "ops": ["chat"]}]},
+    )
+    enqueue_bench(1, route_hint="direct", max_attempts=2)
+    drive_transport()
+    assert verify_process(process="bench:1", terminal=True).ok
+    LlmRequest.objects.filter(custom_key="bench:0", attempt_index=2).update(max_attempts=3)
+    report = verify_process(process="bench:1", terminal=True)
+    assert [v.code for v in report.violations] == ["attempt_limit_changed"]

@@ -50,6 +50,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BACKOFF_S = 60.0
 DEFAULT_JITTER = 0.2
+#: A provider 429 says "not now", not "this request is bad": it does not count against the
+#: key's ``max_attempts``. Each 429 still ends its attempt (a new row, append-only), and the
+#: retry row carries ``max_attempts + 1``, up to this many extensions per key (a request's
+#: ``params["rate_limit_retries"]`` overrides it), so a long 429 storm cannot retry forever.
+DEFAULT_RATE_LIMIT_RETRIES = 10
 MAX_BACKOFF_S = 3600.0
 
 
@@ -392,13 +397,22 @@ def outcomes_apply(
         retry_ids: list[int] = []
         retry_due: list[datetime] = []
         retry_hints: list[str | None] = []
+        retry_extend: list[bool] = []
         exhausted: list[registry.ExhaustedKey] = []
         events: list[RunEvent] = []
+        first_max = _first_attempt_max(
+            [meta[rid][1] for rid, o in failures if o.error_class == ErrorClass.RATE_LIMIT.value]
+        )
         for rid, outcome in failures:
             _, key, attempt, process, stage, max_attempts, params, _route, _cost_usd = meta[rid]
+            p = params or {}
             retryable = outcome.error_class in {c.value for c in RETRYABLE_CLASSES}
-            if retryable and attempt < max_attempts:
-                p = params or {}
+            # A 429 does not use up an attempt while the key has extensions left.
+            extend = outcome.error_class == ErrorClass.RATE_LIMIT.value and (
+                max_attempts - first_max.get(key, max_attempts)
+                < int(p.get("rate_limit_retries", DEFAULT_RATE_LIMIT_RETRIES))
+            )
+            if retryable and (attempt < max_attempts or extend):
                 delay = backoff_seconds(
                     attempt_index=attempt,
                     base=float(p.get("backoff_s", DEFAULT_BACKOFF_S)),
@@ -408,6 +422,7 @@ def outcomes_apply(
                 retry_ids.append(rid)
                 retry_due.append(now + timedelta(seconds=delay))
                 retry_hints.append(outcome.route_hint)
+                retry_extend.append(extend)
                 event_type = "request_retry_scheduled"
             else:
                 exhausted.append(
@@ -432,12 +447,13 @@ def outcomes_apply(
                         "attempt": attempt,
                         "error_class": outcome.error_class,
                         "error": outcome.error_message[:500],
+                        **({"attempt_not_counted": True} if extend else {}),
                     },
                 )
             )
         if retry_ids:
             stats.retried += requests_retry_insert(
-                ids=retry_ids, due=retry_due, route_hints=retry_hints
+                ids=retry_ids, due=retry_due, route_hints=retry_hints, extend=retry_extend
             )
         if exhausted:
             stats.exhausted += len(exhausted)
@@ -453,41 +469,73 @@ def outcomes_apply(
     return stats
 
 
+def _first_attempt_max(keys: Sequence[str]) -> dict[str, int]:
+    """``max_attempts`` of each key's first attempt: its limit before any 429 extension.
+
+    Only rate-limited failures need it, so a chunk without 429s runs no query.
+    """
+    if not keys:
+        return {}
+    unique = sorted(set(keys))
+    if is_postgres():
+        with bound_cursor() as cursor:
+            cursor.execute(
+                "SELECT custom_key, max_attempts FROM orchestration_llmrequest "
+                "WHERE custom_key = ANY(%s::text[]) AND attempt_index = 1",
+                [pg_array(unique)],
+            )
+            return dict(cursor.fetchall())
+    rows = LlmRequest.objects.filter(custom_key__in=unique, attempt_index=1)
+    return dict(rows.values_list("custom_key", "max_attempts"))
+
+
 def requests_retry_insert(
-    *, ids: Sequence[int], due: Sequence[datetime], route_hints: Sequence[str | None]
+    *,
+    ids: Sequence[int],
+    due: Sequence[datetime],
+    route_hints: Sequence[str | None],
+    extend: Sequence[bool] | None = None,
 ) -> int:
     """Insert attempt n+1 for each failed attempt row in ``ids`` (copying prompts in SQL).
 
-    ``ON CONFLICT DO NOTHING`` makes a duplicate retry (a redelivered finalize) a no-op.
+    ``extend[i]`` gives the new attempt ``max_attempts + 1`` (the failure was a 429, which
+    does not count against the limit). ``ON CONFLICT DO NOTHING`` makes a duplicate retry (a
+    redelivered finalize) a no-op.
     """
     if not ids:
         return 0
+    flags = list(extend) if extend is not None else [False] * len(ids)
     cols_copy = (
         "custom_key, process, stage, provider, model, provider_model, system_prompt_id, "
-        "user_prompt, params, prompt_version, max_attempts, est_input_tokens, batchable"
+        "user_prompt, params, prompt_version, est_input_tokens, batchable"
     )
     if is_postgres():
         with bound_cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO orchestration_llmrequest ({cols_copy}, attempt_index, status, "
-                "route_hint, error_class, error_message, next_attempt_at, created_at) "
+                f"INSERT INTO orchestration_llmrequest ({cols_copy}, max_attempts, "
+                "attempt_index, status, route_hint, error_class, error_message, "
+                "next_attempt_at, created_at) "
                 f"SELECT {', '.join('r.' + c.strip() for c in cols_copy.split(','))}, "
+                "r.max_attempts + CASE WHEN v.extend THEN 1 ELSE 0 END, "
                 "r.attempt_index + 1, 'pending', COALESCE(v.hint, r.route_hint), '', '', "
                 "v.due, now() FROM orchestration_llmrequest r "
-                "JOIN unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS v(id, due, hint) "
+                "JOIN unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::boolean[]) "
+                "AS v(id, due, hint, extend) "
                 "ON r.id = v.id ON CONFLICT (custom_key, attempt_index) DO NOTHING",
-                [pg_array(ids), pg_array(due), pg_array(route_hints)],
+                [pg_array(ids), pg_array(due), pg_array(route_hints), pg_array(flags)],
             )
             return int(cursor.rowcount)
     with connection.cursor() as cursor:
         inserted = 0
-        for rid, when, hint in zip(ids, due, route_hints, strict=True):
+        for rid, when, hint, more in zip(ids, due, route_hints, flags, strict=True):
             cursor.execute(
-                f"INSERT OR IGNORE INTO orchestration_llmrequest ({cols_copy}, attempt_index, "
-                "status, route_hint, error_class, error_message, next_attempt_at, created_at) "
-                f"SELECT {cols_copy}, attempt_index + 1, 'pending', COALESCE(%s, route_hint), "
-                "'', '', %s, %s FROM orchestration_llmrequest WHERE id = %s",
-                [hint, when, timezone.now(), rid],
+                f"INSERT OR IGNORE INTO orchestration_llmrequest ({cols_copy}, max_attempts, "
+                "attempt_index, status, route_hint, error_class, error_message, "
+                "next_attempt_at, created_at) "
+                f"SELECT {cols_copy}, max_attempts + %s, attempt_index + 1, 'pending', "
+                "COALESCE(%s, route_hint), '', '', %s, %s FROM orchestration_llmrequest "
+                "WHERE id = %s",
+                [1 if more else 0, hint, when, timezone.now(), rid],
             )
             inserted += cursor.rowcount
         return inserted
