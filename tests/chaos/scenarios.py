@@ -688,6 +688,90 @@ def x1_pause_resume_cancel(tmp: Path, seed: int, *, quick: bool = False) -> Scen
         return result
 
 
+# --- X2 evidence window pipeline under kill -9 (the same invariants, verify_window_run) ------
+
+
+def x2_window_kill9(tmp: Path, seed: int, *, quick: bool = False) -> ScenarioResult:
+    """Collect an evidence window (search, then clean, neutralize and abstract through the
+    transport) and kill -9 the worker group while its LLM requests are in flight, once or
+    twice; a fresh worker must finish the window with every evidence row final, one artifact
+    per (row, level) and no extra provider submission. Full strength routes each level's 40
+    requests through batches, quick strength its 20 through direct calls."""
+    import datetime as dt
+
+    from evidence.models import WindowRun
+    from evidence.services.windows import window_collect, window_create
+    from orchestration.verify import fetch_submissions, verify_window_run
+
+    tag = f"chaos-window-{seed}"
+    with live(tmp, seed=seed, sim_faults_at_start=SLOW_IO) as ctx:
+        # 1 s backoff as for runs; 40 rows per level (full) go through batches, 20 (quick) direct.
+        policy_install(Workload(min_batch_size=30))
+        window_create(
+            tag=tag, query="fascism", country="Hungary", start_date=dt.date(2026, 1, 1),
+            end_date=dt.date(2026, 1, 31), evidence_limit=20 if quick else 40,
+        )  # fmt: skip
+        ctx.start_worker()
+        ctx.start_beat()
+        started = time.monotonic()
+        wr = window_collect(tag=tag)
+        process = f"window:{wr.pk}"
+
+        def status() -> str:
+            return str(WindowRun.objects.values_list("status", flat=True).get(pk=wr.pk))
+
+        def settled() -> int:
+            return LlmRequest.objects.filter(
+                process=process, status__in=["succeeded", "failed"]
+            ).count()
+
+        done = ("completed", "failed", "canceled")
+        recovery: list[float] = []
+        for _ in range(1 if quick else 2):
+            wait_until(
+                lambda: (
+                    status() in done
+                    or LlmRequest.objects.filter(process=process, status="in_flight").exists()
+                ),
+                timeout=60,
+                ctx=ctx,
+                poll=0.02,
+            )
+            if status() in done:
+                break
+            time.sleep(ctx.rng.uniform(0.0, 0.3))
+            ctx.kill9(ctx.workers[0])
+            expired = expire_dead_leases()
+            ctx.note(f"kill -9 worker group with window requests in flight; expired {expired}")
+            ctx.start_worker()
+            t0, base = time.monotonic(), settled()
+            wait_until(lambda b=base: settled() > b or status() in done, timeout=120, ctx=ctx)
+            recovery.append(round(time.monotonic() - t0, 2))
+        if not wait_until(lambda: status() in done, timeout=RUN_TIMEOUT, ctx=ctx, poll=0.2):
+            ctx.note(f"window run {wr.pk} not terminal after {RUN_TIMEOUT}s")
+        close_old_connections()
+        report = verify_window_run(window_run=wr, submissions=fetch_submissions(ctx.sim.url))
+        v = {x.code: x.count for x in report.violations}
+        subs = report.stats.get("submissions", {})
+        extra, in_flight = int(subs.get("extra", 0)), int(subs.get("extra_in_flight_at_crash", 0))
+        ok = report.ok or (set(v) == {"extra_submission"} and extra == in_flight)
+        final = status()
+        if final not in done:
+            ok = False
+            v["not_terminal"] = 1
+        return ScenarioResult(
+            scenario="X2 window kill -9", seed=seed, status=final, ok=ok,
+            lost=v.get("lost_target", 0) + v.get("target_not_final", 0),
+            duplicate_artifacts=v.get("duplicate_artifact", 0)
+            + v.get("artifact_request_mismatch", 0),
+            extra_submissions=extra, extra_in_flight=in_flight,
+            recovery_s=max(recovery) if recovery else None,
+            run_s=round(time.monotonic() - started, 1), violations=v, notes=ctx.notes,
+            report=report,
+            lost_in_flight_calls=int(report.stats.get("direct_calls_lost_in_flight", 0)),
+        )  # fmt: skip
+
+
 SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "F1": f1_kill9,
     "F2": f2_sigterm,
@@ -703,4 +787,5 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "F11": f11_poison,
     "F12": f12_double_start,
     "X1": x1_pause_resume_cancel,
+    "X2": x2_window_kill9,
 }

@@ -1,7 +1,8 @@
-"""The fast chaos subset (runs in every test run): F1 once, F4, F8, F9, F11, F12.
+"""The fast chaos subset (runs in every test run): F1 once, F4, F8, F9, F11, F12, X2.
 
-Each test drives real worker and beat processes through a four-stage run, strikes at a
-seeded moment, and requires the verifier to find nothing (PROOF.md section 1). A failure
+Each test drives real worker and beat processes through a four-stage run (X2: an evidence
+window), strikes at a seeded moment, and requires the verifier to find nothing (PROOF.md
+section 1). A failure
 prints the seed: ``JUDGE_CHAOS_SEED=<seed> uv run pytest tests/chaos -k <name>`` replays it.
 """
 
@@ -45,3 +46,7 @@ def test_f11_poison_request_exhausts_and_stage_settles(tmp_path, seed) -> None:
 
 def test_f12_hundred_concurrent_starts_make_one_run(tmp_path, seed) -> None:
     check(scenarios.f12_double_start(tmp_path, seed, quick=True))
+
+
+def test_x2_window_survives_kill9(tmp_path, seed) -> None:
+    check(scenarios.x2_window_kill9(tmp_path, seed, quick=True))
