@@ -8,12 +8,21 @@ SQLite default, where volumes are small.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How long a worker keeps retrying one idempotent unit of work while the database is away
+#: (a Postgres restart takes a few seconds). Longer outages fall back to lease expiry.
+DB_OUTAGE_GRACE_S = 20.0
 
 
 def is_postgres() -> bool:
@@ -52,6 +61,33 @@ def bound_cursor() -> Iterator[Any]:
     )
     with wrapped as cursor:
         yield cursor
+
+
+def retry_on_db_outage(fn: Callable[[], T], *, what: str, grace_s: float = DB_OUTAGE_GRACE_S) -> T:
+    """Run ``fn``; when the connection fails (``OperationalError``/``InterfaceError``: a
+    Postgres restart, a dropped socket), drop the connection and run it again, backing off
+    from 0.25 s to 2 s, until ``grace_s`` has passed; then the error propagates.
+
+    Only for idempotent units of work that open their own transaction (a conditional apply,
+    a lease update) and only outside any atomic block, where a retry cannot see half a
+    transaction. Why: without it a task that met a restart died and its leases held its
+    work for a whole lease period (60+ s), and a direct runner lost the results of calls
+    already paid for (docs/PROOF_RESULTS.md finding 8).
+    """
+    deadline = time.monotonic() + grace_s
+    delay = 0.25
+    while True:
+        try:
+            return fn()
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable during %s (%s); retrying in %.2fs",
+                           what, exc, delay)  # fmt: skip
+            with suppress(DatabaseError):
+                connection.close()  # the next query opens a fresh connection
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def pg_array(values: Iterable[object]) -> str:

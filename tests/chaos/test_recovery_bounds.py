@@ -66,6 +66,10 @@ def test_failed_finalize_does_not_hold_its_batch_for_the_whole_lease(
     monkeypatch.setattr(OpenAIAdapter, "iter_results", dies_midway)
     with pytest.raises(OperationalError):
         batches.batch_finalize(batch_id=batch_id, lease_owner=owner)
+    _assert_released_soon(batch_id)
+
+
+def _assert_released_soon(batch_id: int) -> None:
     batch = LlmBatch.objects.get(pk=batch_id)
     assert batch.status == "finalizing"
     assert LlmRequest.objects.filter(batch_id=batch_id, status="in_flight").count() == 60
@@ -73,7 +77,75 @@ def test_failed_finalize_does_not_hold_its_batch_for_the_whole_lease(
     held_for = (
         (batch.lease_expires_at - timezone.now()).total_seconds() if batch.lease_expires_at else 0
     )
-    assert held_for <= 60, f"a failed finalize keeps its lease for another {held_for:.0f}s"
+    assert held_for <= batches.FAILED_FINALIZE_RETRY_S + 1, (
+        f"a failed finalize keeps its lease for another {held_for:.0f}s"
+    )
+
+
+def test_finalize_that_lost_its_connection_still_releases_its_batch(simulator, monkeypatch) -> None:
+    """F5 (matrix seeds 3000/3001): a Postgres restart breaks the task's connection, so the
+    lease release in the error path failed too and the batch waited out FINALIZE_LEASE_S.
+    The release now reconnects."""
+    from django.db import connection
+
+    monkeypatch.setattr(batches, "_enqueue", lambda *a, **k: None)
+    enqueue_bench(60)
+    (batch_id,) = batches.batches_form(provider="openai", model="gpt-4.1-mini").batch_ids
+    owner = _submitted_and_polled(batch_id)
+    real = OpenAIAdapter.iter_results
+
+    def restart_midway(self, info):
+        for n, row in enumerate(real(self, info)):
+            if n == 10:
+                connection.connection.close()  # what the restart does to the socket
+                raise OperationalError("server closed the connection unexpectedly")
+            yield row
+
+    monkeypatch.setattr(OpenAIAdapter, "iter_results", restart_midway)
+    with pytest.raises(OperationalError):
+        batches.batch_finalize(batch_id=batch_id, lease_owner=owner)
+    _assert_released_soon(batch_id)
+
+
+def test_direct_results_survive_a_lost_connection(simulator, monkeypatch) -> None:
+    """A direct runner whose connection breaks before it applies finished calls reconnects
+    and applies them: the calls are paid for, so they must not fail as "lease expired" and
+    be called again a lease period later."""
+    from django.db import connection
+
+    from orchestration.transport.services import direct
+
+    enqueue_bench(12, route_hint="direct")
+    real = direct.outcomes_apply
+    broken = []
+
+    def apply_after_a_restart(**kwargs):
+        if not broken:
+            broken.append(True)
+            connection.connection.close()
+        return real(**kwargs)
+
+    monkeypatch.setattr(direct, "outcomes_apply", apply_after_a_restart)
+    report = direct.direct_run(provider="openai", model="gpt-4.1-mini", slice_s=30)
+    assert broken
+    assert report.succeeded == 12
+    assert LlmRequest.objects.filter(status="succeeded", attempt_index=1).count() == 12
+    assert not LlmRequest.objects.exclude(status="succeeded").exists()
+
+
+def test_a_runner_that_stops_early_gives_back_rows_it_never_called(simulator) -> None:
+    from orchestration.transport.services import direct
+
+    enqueue_bench(6, route_hint="direct")
+    owner = "direct:test:1:stopped"
+    ids = direct._claim(provider="openai", model="gpt-4.1-mini", owner=owner, limit=6, lease_s=600)
+    assert len(ids) == 6
+    assert direct._release_unstarted(owner, started={ids[0]}) == 5
+    assert set(LlmRequest.objects.filter(status="pending").values_list("id", flat=True)) == set(
+        ids[1:]
+    )
+    assert LlmRequest.objects.get(pk=ids[0]).status == "in_flight"  # its call may have happened
+    assert not LlmRequest.objects.filter(status="failed").exists()
 
 
 def test_lost_handoffs_are_redispatched_within_the_handoff_lease(simulator, monkeypatch) -> None:

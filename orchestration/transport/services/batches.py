@@ -58,7 +58,7 @@ from orchestration.transport.services.apply import (
     outcome_from_row,
     outcomes_apply,
 )
-from orchestration.transport.sql import bound_cursor, is_postgres, pg_array
+from orchestration.transport.sql import bound_cursor, is_postgres, pg_array, retry_on_db_outage
 
 logger = logging.getLogger(__name__)
 
@@ -674,10 +674,14 @@ def batch_finalize(*, batch_id: int, lease_owner: str) -> str:
     except Exception:
         # Anything unexpected (database restart, bug): applied chunks stay applied; shorten
         # the lease so the tick re-dispatches in seconds, not after FINALIZE_LEASE_S.
+        # The update itself rides out a database restart (the usual cause here).
         with contextlib.suppress(Exception):
-            LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
-                lease_expires_at=timezone.now() + timedelta(seconds=FAILED_FINALIZE_RETRY_S),
-                next_poll_at=timezone.now() + timedelta(seconds=FAILED_FINALIZE_RETRY_S),
+            retry_on_db_outage(
+                lambda: LlmBatch.objects.filter(pk=batch_id, lease_owner=lease_owner).update(
+                    lease_expires_at=timezone.now() + timedelta(seconds=FAILED_FINALIZE_RETRY_S),
+                    next_poll_at=timezone.now() + timedelta(seconds=FAILED_FINALIZE_RETRY_S),
+                ),
+                what="finalize lease release",
             )
         raise
 

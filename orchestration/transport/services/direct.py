@@ -14,10 +14,11 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from orchestration.models import LlmRequest, RequestStatus, Route, SchedulerLock
@@ -34,6 +35,7 @@ from orchestration.transport.providers.base import (
 )
 from orchestration.transport.services.apply import ApplyStats, Outcome, outcomes_apply
 from orchestration.transport.services.batches import direct_eligible, pending_due
+from orchestration.transport.sql import retry_on_db_outage
 
 logger = logging.getLogger(__name__)
 
@@ -264,12 +266,17 @@ def direct_run(
     last_renew = last_apply
     serial = 0
 
+    started: set[int] = set()  # ids whose call was handed to the pool
+
     def apply_done() -> None:
         nonlocal last_apply
         if not done_outcomes:
             return
         outcomes = [o for o, _ in done_outcomes]
-        stats: ApplyStats = outcomes_apply(outcomes=outcomes, lease_owner=owner)
+        # These calls are paid for: ride out a database restart rather than lose them.
+        stats: ApplyStats = retry_on_db_outage(
+            lambda: outcomes_apply(outcomes=outcomes, lease_owner=owner), what="direct apply"
+        )
         report.succeeded += stats.succeeded
         report.failed += stats.failed
         for outcome, group in done_outcomes:
@@ -289,7 +296,9 @@ def direct_run(
         last_apply = time.monotonic()
         nonlocal last_renew
         if last_apply - last_renew >= RENEW_EVERY_S:
-            lock_acquire(name=lock, owner=owner, ttl_s=lease_s)
+            retry_on_db_outage(
+                lambda: lock_acquire(name=lock, owner=owner, ttl_s=lease_s), what="runner renew"
+            )
             last_renew = last_apply
 
     try:
@@ -301,9 +310,18 @@ def direct_run(
                 if can_claim and want > 0 and (want >= max(1, concurrency // 2) or not ready):
                     serial += 1
                     report.loops += 1
-                    requests, group, retry_after = _claim_group(
-                        provider, model, owner, want, lease_s, policy, serial
-                    )
+                    try:
+                        requests, group, retry_after = _claim_group(
+                            provider, model, owner, want, lease_s, policy, serial
+                        )
+                    except (OperationalError, InterfaceError):
+                        # The database went away: claim nothing more this slice, finish and
+                        # apply the calls in flight (claimed-but-unstarted rows are given
+                        # back below).
+                        logger.warning("direct runner %s: claim failed; draining", owner)
+                        with suppress(DatabaseError):
+                            connection.close()
+                        requests, group, retry_after = [], None, slice_s
                     if group is None:
                         if retry_after > 0:
                             report.deferred += 1
@@ -316,6 +334,7 @@ def direct_run(
                 while ready and len(in_flight) < concurrency:
                     # Network I/O only in threads, and never inside a transaction.
                     rid, req, group = ready.popleft()
+                    started.add(rid)
                     fut = pool.submit(_call, adapter, req, rid, policy.request_timeout_s)
                     in_flight[fut] = group
                 if not in_flight:
@@ -337,9 +356,31 @@ def direct_run(
                     drained = False  # new work may have arrived (retries, other stages)
             apply_done()
     finally:
-        lock_release(name=lock, owner=owner)
+        with suppress(DatabaseError):
+            retry_on_db_outage(
+                lambda: _release_unstarted(owner, started), what="direct release", grace_s=5.0
+            )
+            retry_on_db_outage(
+                lambda: lock_release(name=lock, owner=owner), what="runner release", grace_s=5.0
+            )
         connection.close_if_unusable_or_obsolete()
     return report
+
+
+def _release_unstarted(owner: str, started: set[int]) -> int:
+    """Give back rows this runner claimed but never called (it stopped early: an exception,
+    a failed claim). No call happened, so they return to pending instead of failing as
+    "lease expired" a lease period later and being counted as calls lost in flight."""
+    leftover = [
+        rid
+        for rid in LlmRequest.objects.filter(  # the small in-flight-direct partial index
+            status=RequestStatus.IN_FLIGHT, route=Route.DIRECT, lease_owner=owner
+        ).values_list("id", flat=True)
+        if rid not in started
+    ]
+    if leftover:
+        _unclaim(leftover, owner, 0.0)
+    return len(leftover)
 
 
 def direct_orphans_fail(*, limit: int = 1000) -> int:
