@@ -272,3 +272,24 @@ def test_submit_lease_covers_the_calls_and_no_more(settings) -> None:
     settings.JUDGE_PROVIDER_TIMEOUT_S = 120.0
     assert batches.submit_lease_s(0) == 240.0
     assert batches.submit_lease_s(200_000_000) == 440.0  # a 200 MB shard gets its upload time
+
+
+def test_a_tick_that_lost_its_connection_releases_its_lock(simulator, monkeypatch) -> None:
+    """F5 (matrix seed 6002): Postgres restarted during a tick; the tick's lock release
+    failed on the broken connection and no tick ran for TICK_LOCK_TTL_S (60 s)."""
+    from django.db import connection
+
+    from orchestration.models import SchedulerLock
+    from orchestration.transport.services import tick
+
+    def restart_midway(report, dispatch):
+        connection.connection.close()  # what the restart does to the socket
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(tick, "_route", restart_midway)
+    with pytest.raises(OperationalError):
+        tick.tick_run(dispatch=False)
+    lock = SchedulerLock.objects.get(name=tick.TICK_LOCK)
+    assert lock.expires_at is None, "the tick lock was left held after the restart"
+    monkeypatch.undo()
+    assert tick.tick_run(dispatch=False).ran  # the next tick runs at once

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import CharField, F, Q, Value
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
@@ -37,7 +37,7 @@ from orchestration.transport.services.batches import (
     pending_due,
 )
 from orchestration.transport.services.direct import direct_orphans_fail, runner_lock_name
-from orchestration.transport.sql import is_postgres
+from orchestration.transport.sql import is_postgres, retry_on_db_outage
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,15 @@ def tick_run(*, dispatch: bool = True) -> TickReport:
                 report.errors.append(f"{name}: {exc}")
         SchedulerLock.objects.filter(name=TICK_LOCK, owner=owner).update(runs=F("runs") + 1)
     finally:
-        lock_release(name=TICK_LOCK, owner=owner)
+        # After a database restart this release must reconnect: a lock left behind stops
+        # every tick for TICK_LOCK_TTL_S (the F5 matrix saw 60 s stalls).
+        try:
+            retry_on_db_outage(
+                lambda: lock_release(name=TICK_LOCK, owner=owner), what="tick release", grace_s=10
+            )
+        except DatabaseError:
+            logger.warning("tick %s could not release its lock; it expires in %.0fs", owner,
+                           TICK_LOCK_TTL_S)  # fmt: skip
         report.seconds = time.monotonic() - started
     return report
 
