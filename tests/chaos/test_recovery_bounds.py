@@ -276,7 +276,7 @@ def test_submit_lease_covers_the_calls_and_no_more(settings) -> None:
 
 def test_a_tick_that_lost_its_connection_releases_its_lock(simulator, monkeypatch) -> None:
     """F5 (matrix seed 6002): Postgres restarted during a tick; the tick's lock release
-    failed on the broken connection and no tick ran for TICK_LOCK_TTL_S (60 s)."""
+    failed on the broken connection and no tick ran for TICK_LOCK_TTL_S (then 60 s)."""
     from django.db import connection
 
     from orchestration.models import SchedulerLock

@@ -42,7 +42,11 @@ from orchestration.transport.sql import is_postgres, retry_on_db_outage
 logger = logging.getLogger(__name__)
 
 TICK_LOCK = "tick"
-TICK_LOCK_TTL_S = 60.0
+#: A tick takes tens of milliseconds (W6: 35 ms with 1,000 active batches) and only enqueues
+#: long work, so 15 s is ample; it bounds the stall when a tick dies holding the lock (kill -9,
+#: or Celery terminating it on a broker connection loss: the F4R matrix saw a 58 s stall at 60).
+#: A tick that did outlive it would only overlap another: every claim is conditional.
+TICK_LOCK_TTL_S = 15.0
 #: Per kind per tick. Claims and sends are one statement and one message each, so the cap
 #: only bounds a tick's duration: 200 polls per 2 s tick cover 1,000 long-running batches
 #: within a 10 s poll interval (short polls bypass the tick altogether).
